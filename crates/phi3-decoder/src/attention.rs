@@ -1,0 +1,125 @@
+//! Phi-3 self-attention with the fused `qkv_proj`.
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Tensor};
+
+use phi3v_nn::{naive_attention, Linear, Weights, WeightsError};
+
+use crate::cache::KvCache;
+use crate::config::Phi3Config;
+use crate::rope::apply_rotary;
+
+/// Multi-head (or grouped-query) attention with rotary positions.
+#[derive(Module, Debug)]
+pub struct Phi3Attention<B: Backend> {
+    /// `[hidden, (heads + 2 * kv_heads) * head_dim]`: q, then k, then v.
+    pub qkv_proj: Linear<B>,
+    /// `[heads * head_dim, hidden]`.
+    pub o_proj: Linear<B>,
+    #[module(skip)]
+    heads: usize,
+    #[module(skip)]
+    kv_heads: usize,
+    #[module(skip)]
+    head_dim: usize,
+}
+
+impl<B: Backend> Phi3Attention<B> {
+    pub fn random(config: &Phi3Config, std: f64, device: &B::Device) -> Self {
+        Self {
+            qkv_proj: Linear::random(config.hidden_size, config.qkv_dim(), false, std, device),
+            o_proj: Linear::random(
+                config.num_attention_heads * config.head_dim(),
+                config.hidden_size,
+                false,
+                std,
+                device,
+            ),
+            heads: config.num_attention_heads,
+            kv_heads: config.num_key_value_heads,
+            head_dim: config.head_dim(),
+        }
+    }
+
+    /// Loads `{prefix}.qkv_proj.weight` and `{prefix}.o_proj.weight`.
+    pub fn load(
+        weights: &Weights,
+        prefix: &str,
+        config: &Phi3Config,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
+        Ok(Self {
+            qkv_proj: Linear::load(
+                weights,
+                &format!("{prefix}.qkv_proj"),
+                config.hidden_size,
+                config.qkv_dim(),
+                false,
+                device,
+            )?,
+            o_proj: Linear::load(
+                weights,
+                &format!("{prefix}.o_proj"),
+                config.num_attention_heads * config.head_dim(),
+                config.hidden_size,
+                false,
+                device,
+            )?,
+            heads: config.num_attention_heads,
+            kv_heads: config.num_key_value_heads,
+            head_dim: config.head_dim(),
+        })
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]`
+    /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
+    /// - `mask`: `[batch or 1, 1, seq, past + seq]`, `true` where masked
+    /// - returns `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+        mask: Tensor<B, 4, Bool>,
+        cache: Option<(&mut KvCache<B>, usize)>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
+        let qkv = self.qkv_proj.forward(x);
+        let split = |start: usize, heads: usize| {
+            qkv.clone()
+                .slice([0..b, 0..s, start * d..(start + heads) * d])
+                .reshape([b, s, heads, d])
+                .swap_dims(1, 2)
+        };
+        let q = apply_rotary(split(0, h), cos.clone(), sin.clone());
+        let k = apply_rotary(split(h, kvh), cos, sin);
+        let v = split(h + kvh, kvh);
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, k, v),
+            None => (k, v),
+        };
+        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
+        let out = naive_attention(q, k, v, Some(mask), 1.0 / (d as f64).sqrt());
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, s, h * d]))
+    }
+}
+
+/// Repeats each key/value head `n` times so grouped-query attention can use the plain
+/// multi-head kernel.
+///
+/// # Shapes
+/// - `x`: `[batch, kv_heads, seq, head_dim]`
+/// - returns `[batch, kv_heads * n, seq, head_dim]`
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
+    if n == 1 {
+        return x;
+    }
+    let [b, kvh, s, d] = x.dims();
+    x.reshape([b, kvh, 1, s, d])
+        .expand([b, kvh, n, s, d])
+        .reshape([b, kvh * n, s, d])
+}

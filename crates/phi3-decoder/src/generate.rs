@@ -1,0 +1,86 @@
+//! Autoregressive generation with the KV cache: one prefill forward over the prompt, then
+//! one single-token forward per new token.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::model::{ForwardOptions, Phi3Model};
+use crate::sampling::{Sampler, SamplingConfig};
+
+/// When to stop and how to pick tokens.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    /// Generation ends after emitting any of these (the stop token is returned too).
+    pub stop_tokens: Vec<u32>,
+    pub sampling: SamplingConfig,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 64,
+            // `<|endoftext|>` and `<|end|>` in the Phi-3 vocabulary.
+            stop_tokens: vec![32000, 32007],
+            sampling: SamplingConfig::greedy(),
+        }
+    }
+}
+
+/// Generates from prompt embeddings (so that callers can splice image features in).
+/// `on_token` sees each token as it is produced, for streaming.
+///
+/// # Shapes
+/// - `embeds`: `[1, prompt_len, hidden]`
+pub fn generate_from_embeds<B: Backend>(
+    model: &Phi3Model<B>,
+    embeds: Tensor<B, 3>,
+    options: &GenerateOptions,
+    mut on_token: impl FnMut(u32),
+) -> Vec<u32> {
+    let device = embeds.device();
+    let mut cache = model.new_cache();
+    let mut sampler = Sampler::new(options.sampling.clone());
+    let mut out = Vec::new();
+    let mut hidden = model.forward_hidden(
+        embeds,
+        ForwardOptions {
+            cache: Some(&mut cache),
+            ..Default::default()
+        },
+    );
+    while out.len() < options.max_new_tokens {
+        let [_, s, h] = hidden.dims();
+        let last = hidden.slice([0..1, s - 1..s, 0..h]);
+        let logits = model.logits(last).into_data().convert::<f32>();
+        let token = sampler.sample(logits.as_slice::<f32>().expect("f32 logits"));
+        out.push(token);
+        on_token(token);
+        if options.stop_tokens.contains(&token) || out.len() == options.max_new_tokens {
+            break;
+        }
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(vec![token as i64], [1, 1]), &device);
+        hidden = model.forward_hidden(
+            model.embed(ids),
+            ForwardOptions {
+                cache: Some(&mut cache),
+                ..Default::default()
+            },
+        );
+    }
+    out
+}
+
+/// Generates from prompt token ids.
+pub fn generate<B: Backend>(
+    model: &Phi3Model<B>,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    on_token: impl FnMut(u32),
+) -> Vec<u32> {
+    let device = model.embed_tokens.device();
+    let ids: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, prompt.len()]), &device);
+    generate_from_embeds(model, model.embed(ids), options, on_token)
+}

@@ -1,0 +1,230 @@
+//! The Phi-3 decoder stack: embedding, layers, final norm and an untied `lm_head`.
+//!
+//! The model takes token ids or ready-made input embeddings: Phi-3-V writes projected
+//! image features into the embedding sequence before the decoder runs, so the embedding
+//! step is exposed on its own ([`Phi3Model::embed`]).
+
+use std::path::Path;
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor};
+
+use phi3v_nn::{causal_mask, Linear, Weights};
+
+use crate::cache::KvCache;
+use crate::config::Phi3Config;
+use crate::error::DecoderError;
+use crate::layer::DecoderLayer;
+use crate::norm::RmsNorm;
+use crate::rope::LongRope;
+
+/// The label value that [`Phi3Model::loss`] ignores, as in the reference.
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Optional inputs of a forward pass.
+#[derive(Debug)]
+pub struct ForwardOptions<'a, B: Backend> {
+    /// `[batch, past + seq]`, 1 for real tokens and 0 for padding (Hugging Face's
+    /// `attention_mask`). It must cover the cached positions too.
+    pub attention_mask: Option<Tensor<B, 2, Int>>,
+    /// `[batch, seq]` position ids; by default `past..past + seq` for every row, as the
+    /// reference's plain forward does (also with left padding).
+    pub position_ids: Option<Tensor<B, 2, Int>>,
+    /// The cache to read past keys from and append this step's keys to.
+    pub cache: Option<&'a mut KvCache<B>>,
+}
+
+impl<B: Backend> Default for ForwardOptions<'_, B> {
+    fn default() -> Self {
+        Self {
+            attention_mask: None,
+            position_ids: None,
+            cache: None,
+        }
+    }
+}
+
+/// A Phi-3 causal language model.
+#[derive(Module, Debug)]
+pub struct Phi3Model<B: Backend> {
+    /// `[vocab, hidden]`.
+    pub embed_tokens: Param<Tensor<B, 2>>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+    /// `[hidden, vocab]`.
+    pub lm_head: Linear<B>,
+    #[module(skip)]
+    rope: LongRope,
+    #[module(skip)]
+    config: Phi3Config,
+}
+
+impl<B: Backend> Phi3Model<B> {
+    /// A randomly initialised model (weights `N(0, std^2)`, unit norms), for tests,
+    /// examples and benchmarks.
+    pub fn random(config: &Phi3Config, std: f64, device: &B::Device) -> Result<Self, DecoderError> {
+        config.validate()?;
+        let embed = Tensor::random(
+            [config.vocab_size, config.hidden_size],
+            Distribution::Normal(0.0, std),
+            device,
+        );
+        Ok(Self {
+            embed_tokens: Param::from_tensor(embed),
+            layers: (0..config.num_hidden_layers)
+                .map(|_| DecoderLayer::random(config, std, device))
+                .collect(),
+            norm: RmsNorm::new(config.hidden_size, config.rms_norm_eps, device),
+            lm_head: Linear::random(config.hidden_size, config.vocab_size, false, std, device),
+            rope: LongRope::new(config),
+            config: config.clone(),
+        })
+    }
+
+    /// Loads the decoder from checkpoint tensors named as the reference names them
+    /// (`model.embed_tokens.weight`, `model.layers.{i}.…`, `model.norm.weight`,
+    /// `lm_head.weight`).
+    pub fn load(
+        weights: &Weights,
+        config: &Phi3Config,
+        device: &B::Device,
+    ) -> Result<Self, DecoderError> {
+        config.validate()?;
+        let (v, h) = (config.vocab_size, config.hidden_size);
+        let embed = weights.tensor::<B, 2>("model.embed_tokens.weight", [v, h], device)?;
+        let lm_head = if weights.contains("lm_head.weight") || !config.tie_word_embeddings {
+            Linear::load(weights, "lm_head", h, v, false, device)?
+        } else {
+            Linear {
+                weight: Param::from_tensor(embed.clone().transpose()),
+                bias: None,
+            }
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| DecoderLayer::load(weights, &format!("model.layers.{i}"), config, device))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            embed_tokens: Param::from_tensor(embed),
+            layers,
+            norm: RmsNorm::load(weights, "model.norm.weight", h, config.rms_norm_eps, device)?,
+            lm_head,
+            rope: LongRope::new(config),
+            config: config.clone(),
+        })
+    }
+
+    /// Loads `config.json` and the safetensors checkpoint of a Hugging Face model folder.
+    pub fn from_pretrained(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+    ) -> Result<Self, DecoderError> {
+        let dir = dir.as_ref();
+        let config = Phi3Config::from_file(dir.join("config.json"))?;
+        let weights = Weights::open(dir)?;
+        Self::load(&weights, &config, device)
+    }
+
+    pub fn config(&self) -> &Phi3Config {
+        &self.config
+    }
+
+    /// Looks up token embeddings.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, seq]`, each in `0..vocab`
+    /// - returns `[batch, seq, hidden]`
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        burn::tensor::module::embedding(self.embed_tokens.val(), ids)
+    }
+
+    /// Runs the layers and the final norm over input embeddings.
+    ///
+    /// # Shapes
+    /// - `embeds`: `[batch, seq, hidden]`
+    /// - returns `[batch, seq, hidden]` (after the final norm)
+    pub fn forward_hidden(
+        &self,
+        embeds: Tensor<B, 3>,
+        options: ForwardOptions<'_, B>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq, _] = embeds.dims();
+        let device = embeds.device();
+        let ForwardOptions {
+            attention_mask,
+            position_ids,
+            mut cache,
+        } = options;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let (positions, max_position) = match position_ids {
+            Some(p) => {
+                let max = p.clone().max().into_scalar();
+                let max: i64 = burn::tensor::ElementConversion::elem(max);
+                (p, max.max(0) as usize)
+            }
+            None => (
+                Tensor::<B, 1, Int>::arange(past as i64..(past + seq) as i64, &device)
+                    .reshape([1, seq])
+                    .expand([batch, seq]),
+                past + seq - 1,
+            ),
+        };
+        let (cos, sin) = self.rope.cos_sin(positions, max_position);
+        let padding = attention_mask.map(|m| m.equal_elem(0));
+        let mask = causal_mask(seq, past, self.config.sliding_window, padding, &device);
+        let mut x = embeds;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
+            x = layer.forward(x, cos.clone(), sin.clone(), mask.clone(), layer_cache);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Logits from final hidden states.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]`
+    /// - returns `[batch, seq, vocab]`
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.lm_head.forward(hidden)
+    }
+
+    /// Token ids to logits.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, seq]`
+    /// - returns `[batch, seq, vocab]`
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, options: ForwardOptions<'_, B>) -> Tensor<B, 3> {
+        self.logits(self.forward_hidden(self.embed(ids), options))
+    }
+
+    /// An empty KV cache sized for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.layers.len())
+    }
+
+    /// Mean shifted cross-entropy: position `t` predicts label `t + 1`; labels equal to
+    /// [`IGNORE_INDEX`] do not count.
+    ///
+    /// # Shapes
+    /// - `logits`: `[batch, seq, vocab]`
+    /// - `labels`: `[batch, seq]`
+    /// - returns `[1]`
+    pub fn loss(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        let [b, s, v] = logits.dims();
+        if s < 2 {
+            return Tensor::zeros([1], &logits.device());
+        }
+        let logits = logits.slice([0..b, 0..s - 1, 0..v]);
+        let labels = labels.slice([0..b, 1..s]);
+        let keep = labels.clone().not_equal_elem(IGNORE_INDEX);
+        let safe = labels.mask_fill(keep.clone().bool_not(), 0);
+        let logp = burn::tensor::activation::log_softmax(logits, 2);
+        let picked = logp
+            .gather(2, safe.reshape([b, s - 1, 1]))
+            .reshape([b, s - 1]);
+        let keep = keep.float();
+        let count = keep.clone().sum().clamp_min(1.0);
+        (picked * keep).sum().neg() / count
+    }
+}

@@ -1,0 +1,14 @@
+//! Building blocks shared by the Phi-3-V crates.
+//!
+//! The decoder (`phi3-decoder`) and the vision tower (`phi3v-vision`) both need to read
+//! Hugging Face safetensors checkpoints, both are made of linear projections, and both
+//! run attention. Those pieces live here, once, so that a change to one of them (a
+//! faster attention kernel, an adapter on every linear layer) reaches both models.
+
+pub mod attention;
+pub mod linear;
+pub mod weights;
+
+pub use attention::{causal_mask, naive_attention};
+pub use linear::Linear;
+pub use weights::{Weights, WeightsError};

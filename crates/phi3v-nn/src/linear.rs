@@ -1,0 +1,77 @@
+//! A linear layer stored as burn lays it out (`[in, out]`), loadable from PyTorch's
+//! `[out, in]` checkpoints.
+//!
+//! Both the decoder and the vision tower use this one type, so that adapters added to
+//! linear layers (LoRA) reach every projection through a single place.
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+
+use crate::weights::{Weights, WeightsError};
+
+/// `y = x W + b`, with `W` of shape `[d_input, d_output]`.
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    /// `[d_input, d_output]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// `[d_output]`, when the layer has a bias.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// A layer with weights drawn from `N(0, std^2)` and a zero bias, as Hugging Face
+    /// initialises with `initializer_range`.
+    pub fn random(
+        d_input: usize,
+        d_output: usize,
+        bias: bool,
+        std: f64,
+        device: &B::Device,
+    ) -> Self {
+        let weight = Tensor::random([d_input, d_output], Distribution::Normal(0.0, std), device);
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_output], device))),
+        }
+    }
+
+    /// Loads `{prefix}.weight` (`[out, in]` in the file) and, when `bias`, `{prefix}.bias`.
+    pub fn load(
+        weights: &Weights,
+        prefix: &str,
+        d_input: usize,
+        d_output: usize,
+        bias: bool,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
+        let weight =
+            weights.linear_weight::<B>(&format!("{prefix}.weight"), d_input, d_output, device)?;
+        let bias = if bias {
+            Some(Param::from_tensor(weights.tensor::<B, 1>(
+                &format!("{prefix}.bias"),
+                [d_output],
+                device,
+            )?))
+        } else {
+            None
+        };
+        Ok(Self {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
+    }
+
+    /// Input and output widths.
+    pub fn dims(&self) -> (usize, usize) {
+        let [i, o] = self.weight.dims();
+        (i, o)
+    }
+
+    /// # Shapes
+    /// - `x`: `[..., d_input]`
+    /// - returns `[..., d_output]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+}

@@ -1,0 +1,443 @@
+//! Reading Hugging Face safetensors checkpoints, single-file or sharded.
+//!
+//! The reference checkpoints ship as bf16 shards with a `model.safetensors.index.json`
+//! that maps every tensor name to its shard. [`Weights`] memory-maps each shard once,
+//! reads every header up front (so a missing tensor is reported before any model is
+//! built), and hands out tensors converted to the backend's float type. Every error
+//! names the tensor and the file at fault.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, SafeTensors};
+
+/// Name of the index file of a sharded checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// Name of a single-file checkpoint.
+pub const SINGLE_FILE: &str = "model.safetensors";
+
+/// What can go wrong while reading a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("cannot open {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid safetensors file: {reason}")]
+    BadFile { path: PathBuf, reason: String },
+    #[error("{path} is not a valid safetensors index: {reason}")]
+    BadIndex { path: PathBuf, reason: String },
+    #[error("{dir} holds neither {SINGLE_FILE} nor {INDEX_FILE}")]
+    NoCheckpoint { dir: PathBuf },
+    #[error("tensor `{name}` is missing from the checkpoint ({files})")]
+    Missing { name: String, files: String },
+    #[error("tensor `{name}` in {path} has shape {found:?}, expected {expected:?}")]
+    Shape {
+        name: String,
+        path: PathBuf,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("tensor `{name}` in {path} has dtype {dtype}, which cannot be read as {wanted}")]
+    Dtype {
+        name: String,
+        path: PathBuf,
+        dtype: String,
+        wanted: &'static str,
+    },
+}
+
+/// Where one tensor lives: which shard, its dtype, shape and byte range.
+#[derive(Debug, Clone)]
+struct Entry {
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Absolute byte range in the shard (header included).
+    range: (usize, usize),
+}
+
+/// A memory-mapped safetensors checkpoint (one file or several shards).
+pub struct Weights {
+    files: Vec<(PathBuf, Mmap)>,
+    entries: HashMap<String, Entry>,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights")
+            .field("files", &self.file_list())
+            .field("tensors", &self.entries.len())
+            .finish()
+    }
+}
+
+impl Weights {
+    /// Opens a checkpoint from a safetensors file, an index JSON, or a directory holding
+    /// `model.safetensors` or `model.safetensors.index.json`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightsError> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            let index = path.join(INDEX_FILE);
+            if index.is_file() {
+                return Self::from_index(&index);
+            }
+            let single = path.join(SINGLE_FILE);
+            if single.is_file() {
+                return Self::from_files([single]);
+            }
+            return Err(WeightsError::NoCheckpoint {
+                dir: path.to_path_buf(),
+            });
+        }
+        if path.extension().is_some_and(|e| e == "json") {
+            Self::from_index(path)
+        } else {
+            Self::from_files([path.to_path_buf()])
+        }
+    }
+
+    /// Opens a sharded checkpoint through its `model.safetensors.index.json`.
+    ///
+    /// Shards are resolved against the index's folder. A shard that the index names but
+    /// that is absent is an error naming the shard.
+    pub fn from_index(index: &Path) -> Result<Self, WeightsError> {
+        let text = std::fs::read_to_string(index).map_err(|source| WeightsError::Io {
+            path: index.to_path_buf(),
+            source,
+        })?;
+        let bad = |reason: String| WeightsError::BadIndex {
+            path: index.to_path_buf(),
+            reason,
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("no `weight_map` object".into()))?;
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut shards: Vec<String> = Vec::new();
+        for (name, shard) in map {
+            let shard = shard
+                .as_str()
+                .ok_or_else(|| bad(format!("shard of `{name}` is not a string")))?;
+            if !shards.iter().any(|s| s == shard) {
+                shards.push(shard.to_string());
+            }
+        }
+        shards.sort();
+        let weights = Self::from_files(shards.iter().map(|s| dir.join(s)))?;
+        // Every tensor the index promises must be in the shard it names.
+        for (name, shard) in map {
+            let shard = dir.join(shard.as_str().unwrap_or_default());
+            match weights.entries.get(name) {
+                Some(e) if weights.files[e.file].0 == shard => {}
+                _ => {
+                    return Err(WeightsError::Missing {
+                        name: name.clone(),
+                        files: shard.display().to_string(),
+                    })
+                }
+            }
+        }
+        Ok(weights)
+    }
+
+    /// Opens one or more safetensors files as one checkpoint.
+    pub fn from_files(paths: impl IntoIterator<Item = PathBuf>) -> Result<Self, WeightsError> {
+        let mut files = Vec::new();
+        let mut entries = HashMap::new();
+        for (index, path) in paths.into_iter().enumerate() {
+            let file = File::open(&path).map_err(|source| WeightsError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            // SAFETY: the map is read-only; a checkpoint modified while we read it is the
+            // same hazard as with any reader of the file.
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|source| WeightsError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let (header_len, metadata) =
+                SafeTensors::read_metadata(&mmap).map_err(|e| WeightsError::BadFile {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            let start = 8 + header_len;
+            for (name, info) in metadata.tensors() {
+                let range = (start + info.data_offsets.0, start + info.data_offsets.1);
+                if range.1 > mmap.len() {
+                    return Err(WeightsError::BadFile {
+                        path: path.clone(),
+                        reason: format!("tensor `{name}` runs past the end of the file"),
+                    });
+                }
+                entries.insert(
+                    name,
+                    Entry {
+                        file: index,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        range,
+                    },
+                );
+            }
+            files.push((path, mmap));
+        }
+        Ok(Self { files, entries })
+    }
+
+    fn file_list(&self) -> String {
+        self.files
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry, WeightsError> {
+        self.entries.get(name).ok_or_else(|| WeightsError::Missing {
+            name: name.to_string(),
+            files: self.file_list(),
+        })
+    }
+
+    /// Whether the checkpoint holds a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// All tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The stored shape of a tensor.
+    pub fn shape(&self, name: &str) -> Result<&[usize], WeightsError> {
+        Ok(&self.entry(name)?.shape)
+    }
+
+    /// Reads a float tensor as `f32` values, checking its shape.
+    ///
+    /// bf16, f16, f32 and f64 are accepted; any other dtype is an error naming the tensor.
+    pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightsError> {
+        let entry = self.entry(name)?;
+        let path = &self.files[entry.file].0;
+        if entry.shape != expected {
+            return Err(WeightsError::Shape {
+                name: name.to_string(),
+                path: path.clone(),
+                found: entry.shape.clone(),
+                expected: expected.to_vec(),
+            });
+        }
+        let bytes = &self.files[entry.file].1[entry.range.0..entry.range.1];
+        let values = match entry.dtype {
+            Dtype::F32 => decode(bytes, f32::from_le_bytes),
+            Dtype::F64 => decode(bytes, |b: [u8; 8]| f64::from_le_bytes(b) as f32),
+            Dtype::BF16 => decode(bytes, |b: [u8; 2]| {
+                half::bf16::from_bits(u16::from_le_bytes(b)).to_f32()
+            }),
+            Dtype::F16 => decode(bytes, |b: [u8; 2]| {
+                half::f16::from_bits(u16::from_le_bytes(b)).to_f32()
+            }),
+            other => {
+                return Err(WeightsError::Dtype {
+                    name: name.to_string(),
+                    path: path.clone(),
+                    dtype: format!("{other:?}"),
+                    wanted: "a float (bf16, f16, f32, f64)",
+                })
+            }
+        };
+        Ok(values)
+    }
+
+    /// Reads an integer tensor (i64 or i32) as `i64` values, checking its shape.
+    pub fn read_i64(&self, name: &str, expected: &[usize]) -> Result<Vec<i64>, WeightsError> {
+        let entry = self.entry(name)?;
+        let path = &self.files[entry.file].0;
+        if entry.shape != expected {
+            return Err(WeightsError::Shape {
+                name: name.to_string(),
+                path: path.clone(),
+                found: entry.shape.clone(),
+                expected: expected.to_vec(),
+            });
+        }
+        let bytes = &self.files[entry.file].1[entry.range.0..entry.range.1];
+        match entry.dtype {
+            Dtype::I64 => Ok(decode(bytes, i64::from_le_bytes)),
+            Dtype::I32 => Ok(decode(bytes, |b: [u8; 4]| i32::from_le_bytes(b) as i64)),
+            other => Err(WeightsError::Dtype {
+                name: name.to_string(),
+                path: path.clone(),
+                dtype: format!("{other:?}"),
+                wanted: "an integer (i64, i32)",
+            }),
+        }
+    }
+
+    /// Loads a float tensor of the given shape onto `device`, in the backend's float type.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, WeightsError> {
+        let values = self.read_f32(name, &shape)?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    /// Loads an integer tensor of the given shape onto `device`.
+    pub fn int_tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D, Int>, WeightsError> {
+        let values = self.read_i64(name, &shape)?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    /// Loads a PyTorch `nn.Linear` weight (`[out, in]`) as burn's `[in, out]`.
+    pub fn linear_weight<B: Backend>(
+        &self,
+        name: &str,
+        d_input: usize,
+        d_output: usize,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>, WeightsError> {
+        Ok(self
+            .tensor::<B, 2>(name, [d_output, d_input], device)?
+            .transpose())
+    }
+
+    /// Names of the tensors that no loader asked for, among `used`: helps report
+    /// checkpoints that belong to another architecture.
+    pub fn unused<'a>(&'a self, used: &[String]) -> Vec<&'a str> {
+        let used: std::collections::HashSet<&str> = used.iter().map(String::as_str).collect();
+        self.names()
+            .into_iter()
+            .filter(|n| !used.contains(n))
+            .collect()
+    }
+}
+
+fn decode<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    bytes
+        .chunks_exact(N)
+        .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
+        .collect()
+}
+
+/// Writes named f32 tensors to a safetensors file (used for exports and test fixtures).
+///
+/// `tensors` maps a name to `(shape, values)`; names are written in sorted order so the
+/// file is byte-for-byte reproducible.
+pub fn save_f32(
+    path: &Path,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<(), WeightsError> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, (shape, values))| {
+            let bytes: &[u8] = bytemuck_f32(values);
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| WeightsError::BadFile {
+                    path: path.to_path_buf(),
+                    reason: format!("tensor `{name}`: {e}"),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    safetensors::serialize_to_file(views, metadata, path).map_err(|e| WeightsError::BadFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn bytemuck_f32(values: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte pattern is a valid u8; the little-endian
+    // layout safetensors wants is the layout of every platform we build for.
+    #[cfg(target_endian = "big")]
+    compile_error!("safetensors export assumes a little-endian target");
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type B = burn::backend::Flex;
+
+    fn write(dir: &Path, file: &str, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> PathBuf {
+        let map = tensors
+            .iter()
+            .map(|(n, s, v)| (n.to_string(), (s.clone(), v.clone())))
+            .collect();
+        let path = dir.join(file);
+        save_f32(&path, &map, None).unwrap();
+        path
+    }
+
+    #[test]
+    fn reads_single_file_and_transposes_linear() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            SINGLE_FILE,
+            &[("w", vec![2, 3], vec![1., 2., 3., 4., 5., 6.])],
+        );
+        let w = Weights::open(dir.path()).unwrap();
+        let t = w
+            .linear_weight::<B>("w", 3, 2, &Default::default())
+            .unwrap();
+        assert_eq!(t.dims(), [3, 2]);
+        assert_eq!(
+            t.into_data().to_vec::<f32>().unwrap(),
+            vec![1., 4., 2., 5., 3., 6.]
+        );
+    }
+
+    #[test]
+    fn errors_name_tensor_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "a.safetensors", &[("x", vec![2], vec![1., 2.])]);
+        let w = Weights::open(&path).unwrap();
+        let err = w.read_f32("x", &[3]).unwrap_err().to_string();
+        assert!(err.contains("`x`") && err.contains("a.safetensors") && err.contains("[3]"));
+        let err = w.read_f32("y", &[2]).unwrap_err().to_string();
+        assert!(err.contains("`y`") && err.contains("missing"), "{err}");
+        let err = w.read_i64("x", &[2]).unwrap_err().to_string();
+        assert!(err.contains("dtype"), "{err}");
+    }
+
+    #[test]
+    fn sharded_index_and_missing_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "s1.safetensors", &[("a", vec![1], vec![1.])]);
+        write(dir.path(), "s2.safetensors", &[("b", vec![1], vec![2.])]);
+        let index = r#"{"metadata":{},"weight_map":{"a":"s1.safetensors","b":"s2.safetensors"}}"#;
+        std::fs::write(dir.path().join(INDEX_FILE), index).unwrap();
+        let w = Weights::open(dir.path()).unwrap();
+        assert_eq!(w.read_f32("b", &[1]).unwrap(), vec![2.]);
+        assert_eq!(w.names(), vec!["a", "b"]);
+
+        std::fs::remove_file(dir.path().join("s2.safetensors")).unwrap();
+        let err = Weights::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("s2.safetensors"), "{err}");
+    }
+}
