@@ -42,10 +42,14 @@ fn main() {
         })
         .unwrap_or_else(|| vec![1, 10, 20, 30]);
     let options = GenerateOptions {
-        max_new_tokens: value("--max-new-tokens").and_then(|v| v.parse().ok()).unwrap_or(32),
+        max_new_tokens: value("--max-new-tokens")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32),
         stop_tokens: vec![model.config().eos_token_id, 32000, 32007],
         sampling: SamplingConfig {
-            temperature: value("--temperature").and_then(|v| v.parse().ok()).unwrap_or(0.0),
+            temperature: value("--temperature")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0),
             top_k: value("--top-k").and_then(|v| v.parse().ok()),
             top_p: value("--top-p").and_then(|v| v.parse().ok()),
             seed: value("--seed").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -58,5 +62,9 @@ fn main() {
         std::io::stdout().flush().ok();
     });
     let secs = start.elapsed().as_secs_f64();
-    println!("\n{} tokens in {secs:.2}s ({:.1} tokens/s)", tokens.len(), tokens.len() as f64 / secs);
+    println!(
+        "\n{} tokens in {secs:.2}s ({:.1} tokens/s)",
+        tokens.len(),
+        tokens.len() as f64 / secs
+    );
 }

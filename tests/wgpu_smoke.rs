@@ -14,7 +14,8 @@ use phi3_decoder::{ForwardOptions, Phi3Model};
 
 fn forward<B: Backend>(ids: &[i64], mask: &[i64]) -> Vec<f32> {
     let device = Default::default();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/phi3-decoder/tests/data/tiny_b");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/phi3-decoder/tests/data/tiny_b");
     let model = Phi3Model::<B>::from_pretrained(dir, &device).unwrap();
     let n = ids.len() / 2;
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.to_vec(), [2, n]), &device);
@@ -44,7 +45,11 @@ fn wgpu_forward_matches_flex() {
     let cpu = forward::<Flex>(&ids, &mask);
     let gpu = forward::<Wgpu>(&ids, &mask);
     assert_eq!(cpu.len(), gpu.len());
-    let worst = cpu.iter().zip(&gpu).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let worst = cpu
+        .iter()
+        .zip(&gpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     eprintln!("wgpu vs flex: max abs logit difference {worst:e}");
     assert!(worst <= 1e-3, "wgpu differs from flex by {worst:e}");
 }

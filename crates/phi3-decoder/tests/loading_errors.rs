@@ -9,11 +9,15 @@ use phi3v_nn::weights::save_f32;
 use phi3v_nn::Weights;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 /// Copies `tiny_a` into a temporary folder, with its tensors passed through `edit`.
-fn edited_copy(edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<f32>)>)) -> tempfile::TempDir {
+fn edited_copy(
+    edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<f32>)>),
+) -> tempfile::TempDir {
     let src = fixture("tiny_a");
     let weights = Weights::open(&src).unwrap();
     let mut tensors = BTreeMap::new();
@@ -48,18 +52,26 @@ fn missing_tensor_is_named() {
         t.remove("model.layers.1.mlp.down_proj.weight");
     });
     let err = load(dir.path());
-    assert!(err.contains("`model.layers.1.mlp.down_proj.weight`") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("`model.layers.1.mlp.down_proj.weight`") && err.contains("missing"),
+        "{err}"
+    );
     assert!(err.contains("model.safetensors"), "{err}");
 }
 
 #[test]
 fn wrong_shape_is_named() {
     let dir = edited_copy(|t| {
-        let entry = t.get_mut("model.layers.0.self_attn.qkv_proj.weight").unwrap();
+        let entry = t
+            .get_mut("model.layers.0.self_attn.qkv_proj.weight")
+            .unwrap();
         entry.0 = vec![entry.0[0] / 2, entry.0[1] * 2];
     });
     let err = load(dir.path());
-    assert!(err.contains("`model.layers.0.self_attn.qkv_proj.weight`"), "{err}");
+    assert!(
+        err.contains("`model.layers.0.self_attn.qkv_proj.weight`"),
+        "{err}"
+    );
     assert!(err.contains("shape [96, 128], expected [192, 64]"), "{err}");
 }
 
@@ -83,7 +95,10 @@ fn unknown_dtype_is_named() {
     let out = safetensors::serialize(views, None).unwrap();
     std::fs::write(&path, out).unwrap();
     let err = load(dir.path());
-    assert!(err.contains("`model.norm.weight`") && err.contains("I32"), "{err}");
+    assert!(
+        err.contains("`model.norm.weight`") && err.contains("I32"),
+        "{err}"
+    );
 }
 
 #[test]
