@@ -209,6 +209,22 @@ impl Weights {
         })
     }
 
+    /// Makes `canonical` readable under its own name when the checkpoint stores it only as
+    /// `alias` (some fine-tuned Phi-3-V checkpoints keep the token embedding as
+    /// `model.vision_embed_tokens.wte.weight`). Returns whether an alias was applied.
+    pub fn resolve_alias(&mut self, canonical: &str, alias: &str) -> bool {
+        if self.entries.contains_key(canonical) {
+            return false;
+        }
+        match self.entries.get(alias).cloned() {
+            Some(entry) => {
+                self.entries.insert(canonical.to_string(), entry);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether the checkpoint holds a tensor of this name.
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
@@ -423,6 +439,21 @@ mod tests {
         assert!(err.contains("`y`") && err.contains("missing"), "{err}");
         let err = w.read_i64("x", &[2]).unwrap_err().to_string();
         assert!(err.contains("dtype"), "{err}");
+    }
+
+    #[test]
+    fn alias_fills_a_missing_name_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "a.safetensors",
+            &[("wte", vec![1], vec![7.]), ("b", vec![1], vec![1.])],
+        );
+        let mut w = Weights::open(&path).unwrap();
+        assert!(w.resolve_alias("embed", "wte"));
+        assert_eq!(w.read_f32("embed", &[1]).unwrap(), vec![7.]);
+        assert!(!w.resolve_alias("b", "wte"));
+        assert_eq!(w.read_f32("b", &[1]).unwrap(), vec![1.]);
     }
 
     #[test]

@@ -70,19 +70,21 @@ impl ClipVisionConfig {
 
     pub fn validate(&self) -> Result<(), VisionError> {
         let err = |m: String| Err(VisionError::Config(m));
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return err(format!(
                 "image_size {} is not a multiple of patch_size {}",
                 self.image_size, self.patch_size
             ));
         }
-        if self.grid() % 2 != 0 {
+        if !self.grid().is_multiple_of(2) {
             return err(format!(
                 "{} patches per side cannot be merged 2x2 (image_size / patch_size must be even)",
                 self.grid()
             ));
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
