@@ -1,0 +1,86 @@
+//! The on-disk image cache: one file per URL, named by the URL's SHA-256.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use crate::DataError;
+
+/// A folder of downloaded images keyed by URL.
+///
+/// The file of a URL is `<dir>/<first two hex digits>/<sha256 of the URL in hex>` (the
+/// two-digit shard keeps folders small for catalogues of many thousands of images). Files are
+/// written under a temporary name in the same folder and renamed into place, so a file that
+/// exists is complete: an interrupted run never leaves a truncated image that a later run
+/// would take for a cached one, and concurrent runs sharing a cache do not see each other's
+/// partial writes.
+#[derive(Debug, Clone)]
+pub struct ImageCache {
+    dir: PathBuf,
+}
+
+/// Distinguishes the temporary files of concurrent writers in one process.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl ImageCache {
+    /// A cache in `dir`, created if needed.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self, DataError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| DataError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self { dir })
+    }
+
+    /// The cache folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The cache key of a URL: the hex SHA-256 of its text.
+    pub fn key(url: &str) -> String {
+        let digest = Sha256::digest(url.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Where the image of `url` is (or would be) stored.
+    pub fn path(&self, url: &str) -> PathBuf {
+        let key = Self::key(url);
+        self.dir.join(&key[..2]).join(key)
+    }
+
+    /// The cached file of `url`, if it has been downloaded (a non-empty file).
+    pub fn get(&self, url: &str) -> Option<PathBuf> {
+        let path = self.path(url);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() && meta.len() > 0 => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Stores the bytes of `url` atomically (temporary file, then rename) and returns the path.
+    pub fn put(&self, url: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+        let path = self.path(url);
+        let shard = path.parent().expect("cache paths have a shard folder");
+        std::fs::create_dir_all(shard)?;
+        let tmp = shard.join(format!(
+            ".{}.{}.{}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        Ok(path)
+    }
+}

@@ -1,0 +1,324 @@
+//! The report of dropped rows: a catalogue row that cannot be used is dropped and said so,
+//! never silently.
+//!
+//! Every dropped row is recorded with its row index (0-based, in file order), its product code
+//! when it has a readable one, and a [`DropReason`]. The report is written as JSON
+//! ([`Report::write_json`]) and summarised in one line ([`Report::summary`]), e.g.
+//!
+//! ```text
+//! catalogue.parquet: 3040 rows read, 2994 kept, 46 dropped (41 download failed, 3 undecodable image, 2 empty title)
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::DataError;
+
+/// Why a row was dropped. Serialised with a `kind` tag (`{"kind": "empty_title", ...}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DropReason {
+    /// The row could not be parsed (a CSV line with the wrong number of fields, a JSONL line
+    /// that is not a JSON object, invalid UTF-8).
+    Malformed {
+        /// What the parser said, with the line number.
+        message: String,
+    },
+    /// A cell could not be read as its column's type (`"abc"` in a price column).
+    InvalidValue {
+        /// The column.
+        column: String,
+        /// The cell as found.
+        value: String,
+        /// What the column should hold.
+        expected: String,
+    },
+    /// The product id is missing: without it the row cannot be deduplicated or split.
+    MissingProductCode {
+        /// The product id column.
+        column: String,
+    },
+    /// The title is missing, empty or only whitespace: nothing to learn.
+    EmptyTitle {
+        /// The title column.
+        column: String,
+    },
+    /// The price is missing.
+    MissingPrice {
+        /// The price column.
+        column: String,
+    },
+    /// The price is NaN or infinite.
+    NonFinitePrice {
+        /// The price column.
+        column: String,
+        /// The value as text ("NaN", "inf").
+        value: String,
+    },
+    /// The row names no image.
+    MissingImage {
+        /// The image column.
+        column: String,
+    },
+    /// The image is a local file that cannot be read (usually: it does not exist).
+    ImageFileUnreadable {
+        /// The file, resolved against the catalogue's folder.
+        path: PathBuf,
+        /// What the operating system said.
+        error: String,
+    },
+    /// The image URL could not be downloaded (after retries).
+    DownloadFailed {
+        /// The URL.
+        url: String,
+        /// The last attempt's failure.
+        error: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The image bytes were read but do not decode as an image.
+    UndecodableImage {
+        /// Where the bytes came from: a path, a URL, or "embedded".
+        image: String,
+        /// What the decoder said.
+        error: String,
+    },
+    /// Another usable row earlier in the file has the same product code; that one is kept.
+    DuplicateProductCode {
+        /// The row that is kept.
+        first_row: usize,
+    },
+}
+
+/// The kind of a [`DropReason`], without its details: for counting and for comparing a
+/// report with the faults a test injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropKind {
+    /// See [`DropReason::Malformed`].
+    Malformed,
+    /// See [`DropReason::InvalidValue`].
+    InvalidValue,
+    /// See [`DropReason::MissingProductCode`].
+    MissingProductCode,
+    /// See [`DropReason::EmptyTitle`].
+    EmptyTitle,
+    /// See [`DropReason::MissingPrice`].
+    MissingPrice,
+    /// See [`DropReason::NonFinitePrice`].
+    NonFinitePrice,
+    /// See [`DropReason::MissingImage`].
+    MissingImage,
+    /// See [`DropReason::ImageFileUnreadable`].
+    ImageFileUnreadable,
+    /// See [`DropReason::DownloadFailed`].
+    DownloadFailed,
+    /// See [`DropReason::UndecodableImage`].
+    UndecodableImage,
+    /// See [`DropReason::DuplicateProductCode`].
+    DuplicateProductCode,
+}
+
+impl DropKind {
+    /// A short human label ("download failed").
+    pub fn label(self) -> &'static str {
+        match self {
+            DropKind::Malformed => "malformed",
+            DropKind::InvalidValue => "invalid value",
+            DropKind::MissingProductCode => "missing product code",
+            DropKind::EmptyTitle => "empty title",
+            DropKind::MissingPrice => "missing price",
+            DropKind::NonFinitePrice => "non-finite price",
+            DropKind::MissingImage => "missing image",
+            DropKind::ImageFileUnreadable => "unreadable image file",
+            DropKind::DownloadFailed => "download failed",
+            DropKind::UndecodableImage => "undecodable image",
+            DropKind::DuplicateProductCode => "duplicate product code",
+        }
+    }
+}
+
+impl fmt::Display for DropKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl DropReason {
+    /// The reason's kind.
+    pub fn kind(&self) -> DropKind {
+        match self {
+            DropReason::Malformed { .. } => DropKind::Malformed,
+            DropReason::InvalidValue { .. } => DropKind::InvalidValue,
+            DropReason::MissingProductCode { .. } => DropKind::MissingProductCode,
+            DropReason::EmptyTitle { .. } => DropKind::EmptyTitle,
+            DropReason::MissingPrice { .. } => DropKind::MissingPrice,
+            DropReason::NonFinitePrice { .. } => DropKind::NonFinitePrice,
+            DropReason::MissingImage { .. } => DropKind::MissingImage,
+            DropReason::ImageFileUnreadable { .. } => DropKind::ImageFileUnreadable,
+            DropReason::DownloadFailed { .. } => DropKind::DownloadFailed,
+            DropReason::UndecodableImage { .. } => DropKind::UndecodableImage,
+            DropReason::DuplicateProductCode { .. } => DropKind::DuplicateProductCode,
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::Malformed { message } => write!(f, "malformed row: {message}"),
+            DropReason::InvalidValue {
+                column,
+                value,
+                expected,
+            } => write!(f, "column `{column}`: {value} is not {expected}"),
+            DropReason::MissingProductCode { column } => {
+                write!(f, "missing product code (column `{column}`)")
+            }
+            DropReason::EmptyTitle { column } => write!(f, "empty title (column `{column}`)"),
+            DropReason::MissingPrice { column } => write!(f, "missing price (column `{column}`)"),
+            DropReason::NonFinitePrice { column, value } => {
+                write!(f, "price is {value} (column `{column}`)")
+            }
+            DropReason::MissingImage { column } => {
+                write!(f, "no image given (column `{column}`)")
+            }
+            DropReason::ImageFileUnreadable { path, error } => {
+                write!(f, "cannot read image file {}: {error}", path.display())
+            }
+            DropReason::DownloadFailed {
+                url,
+                error,
+                attempts,
+            } => write!(
+                f,
+                "download of {url} failed after {attempts} attempt{}: {error}",
+                if *attempts == 1 { "" } else { "s" }
+            ),
+            DropReason::UndecodableImage { image, error } => {
+                write!(f, "image {image} does not decode: {error}")
+            }
+            DropReason::DuplicateProductCode { first_row } => {
+                write!(f, "duplicate product code (kept row {first_row})")
+            }
+        }
+    }
+}
+
+/// One dropped row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroppedRow {
+    /// 0-based index of the row in the catalogue (data rows, in file order).
+    pub row: usize,
+    /// The row's product code, when it has a readable one.
+    pub product_code: Option<i64>,
+    /// Why it was dropped.
+    pub reason: DropReason,
+    /// `reason` as a sentence, for people reading the JSON.
+    pub message: String,
+}
+
+/// What happened to the rows of one catalogue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The catalogue file.
+    pub catalogue: PathBuf,
+    /// Rows read from the file.
+    pub rows_read: usize,
+    /// Rows kept (`rows_read - dropped.len()`).
+    pub rows_kept: usize,
+    /// Dropped rows per kind.
+    pub counts: BTreeMap<DropKind, usize>,
+    /// The dropped rows, in row order.
+    pub dropped: Vec<DroppedRow>,
+}
+
+impl Report {
+    /// An empty report for `catalogue`.
+    pub fn new(catalogue: impl Into<PathBuf>) -> Self {
+        Self {
+            catalogue: catalogue.into(),
+            rows_read: 0,
+            rows_kept: 0,
+            counts: BTreeMap::new(),
+            dropped: Vec::new(),
+        }
+    }
+
+    /// Records a dropped row.
+    pub fn drop_row(&mut self, row: usize, product_code: Option<i64>, reason: DropReason) {
+        *self.counts.entry(reason.kind()).or_default() += 1;
+        self.dropped.push(DroppedRow {
+            row,
+            product_code,
+            message: reason.to_string(),
+            reason,
+        });
+    }
+
+    /// Sorts the dropped rows by row index (rows are checked in parallel chunks).
+    pub(crate) fn finish(&mut self, rows_read: usize) {
+        self.dropped.sort_by_key(|d| d.row);
+        self.rows_read = rows_read;
+        self.rows_kept = rows_read - self.dropped.len();
+    }
+
+    /// `(row, kind)` of every dropped row, in row order.
+    pub fn dropped_kinds(&self) -> Vec<(usize, DropKind)> {
+        self.dropped
+            .iter()
+            .map(|d| (d.row, d.reason.kind()))
+            .collect()
+    }
+
+    /// The one-line summary: rows read, kept, dropped, and the drop counts by kind (most
+    /// frequent first).
+    pub fn summary(&self) -> String {
+        let name = self.catalogue.file_name().map_or_else(
+            || self.catalogue.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        let mut line = format!(
+            "{name}: {} rows read, {} kept, {} dropped",
+            self.rows_read,
+            self.rows_kept,
+            self.dropped.len()
+        );
+        if !self.counts.is_empty() {
+            let mut counts: Vec<_> = self.counts.iter().collect();
+            counts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            line.push_str(&format!(" ({})", parts.join(", ")));
+        }
+        line
+    }
+
+    /// Writes the report as pretty-printed JSON.
+    pub fn write_json(&self, path: impl AsRef<Path>) -> Result<(), DataError> {
+        let path = path.as_ref();
+        let text = serde_json::to_string_pretty(self).map_err(|source| DataError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        std::fs::write(path, text + "\n").map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Reads a report written by [`Report::write_json`].
+    pub fn read_json(path: impl AsRef<Path>) -> Result<Self, DataError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| DataError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
