@@ -17,8 +17,8 @@
 //! The 16-bit rules look odd (a 16-bit gray photo becomes almost white) but they are what the
 //! reference feeds the model, so they are what we reproduce. Known gap: a 16-bit gray PNG with
 //! a `tRNS` chunk is `I;16` in PIL (clip) but `LumaA16` here (high byte). JPEG files are decoded
-//! by a different IDCT than libjpeg-turbo, so decoded JPEG pixels can differ by a few levels
-//! from PIL's before this conversion even starts.
+//! by a different decoder than PIL's libjpeg-turbo, so decoded JPEG pixels can differ from
+//! PIL's before this conversion even starts (see the parent module's docs).
 
 use image::{DynamicImage, RgbImage};
 

@@ -1,8 +1,9 @@
-//! The geometry and the 8-bit stage of the HD transform: transpose, resize, white padding.
+//! The geometry and the 8-bit stage of the HD transform: resize and white padding, in the
+//! transposed frame for portrait images.
 
 use image::RgbImage;
 
-use super::resize::{resize_bilinear_rgb8, resize_rgb8_ordered, vertical_first, PassOrder};
+use super::resize::{resize_rgb8_into, vertical_first, PassOrder, RowsMut};
 use crate::DataError;
 
 /// Where the HD transform puts an image, computed from its size alone.
@@ -104,27 +105,29 @@ pub(crate) fn hd_image_u8(image: &RgbImage, plan: &HdPlan) -> RgbImage {
     let (new_w, new_h) = plan.resize_to; // working frame
     let [out_h, out_w] = plan.image_size;
     let mut out = vec![255u8; out_w * out_h * 3];
-    if plan.transposed {
+    let (new_size, order, offset) = if plan.transposed {
         // Working frame: (h x w) resized to (new_w x new_h); original frame: (w x h) resized
-        // to (new_h x new_w), the orders swapped.
+        // to (new_h x new_w) with the pass order swapped, placed `pad_top` columns in.
         let order = if vertical_first(h, w, new_w, new_h) {
             PassOrder::HorizontalFirst
         } else {
             PassOrder::VerticalFirst
         };
-        let resized = resize_rgb8_ordered(image.as_raw(), w, h, new_h, new_w, order);
-        let left = plan.pad_top * 3;
-        for (dst, src) in out
-            .chunks_exact_mut(out_w * 3)
-            .zip(resized.chunks_exact(new_h * 3))
-        {
-            dst[left..left + src.len()].copy_from_slice(src);
-        }
+        ((new_h, new_w), order, plan.pad_top * 3)
     } else {
-        let resized = resize_bilinear_rgb8(image.as_raw(), w, h, new_w, new_h);
-        let start = plan.pad_top * new_w * 3;
-        out[start..start + resized.len()].copy_from_slice(&resized);
-    }
+        let order = if vertical_first(w, h, new_w, new_h) {
+            PassOrder::VerticalFirst
+        } else {
+            PassOrder::HorizontalFirst
+        };
+        ((new_w, new_h), order, plan.pad_top * out_w * 3)
+    };
+    let mut rows = RowsMut {
+        buf: &mut out,
+        stride: out_w * 3,
+        offset,
+    };
+    resize_rgb8_into(image.as_raw(), (w, h), new_size, order, &mut rows);
     RgbImage::from_raw(out_w as u32, out_h as u32, out).expect("sized from the plan")
 }
 

@@ -5,7 +5,8 @@
 //!
 //! 1. Convert to 8-bit RGB like PIL's `convert("RGB")` ([`to_rgb8`]; alpha is dropped, not
 //!    composited).
-//! 2. Portrait images (`width < height`) are transposed, processed, and transposed back.
+//! 2. Portrait images (`width < height`) are transposed, processed, and transposed back
+//!    (here without moving pixels: see [`HdPlan`] and the `hd` module).
 //! 3. `ratio = w / h`; the largest `scale` with `scale * ceil(scale / ratio) <= num_crops`;
 //!    `new_w = scale * S`, `new_h = int(new_w / ratio)` (`S` = crop size, 336).
 //! 4. Resize to `new_w x new_h` with PIL's antialiased bilinear filter on `u8`
@@ -26,7 +27,17 @@
 //! Checked by `tests/image_processor.rs` against fixtures written by
 //! `scripts/make_processor_fixtures.py` (PIL + PyTorch): the padded `u8` HD image is identical
 //! (every byte, for 8 images x `num_crops` 1, 4, 16), the normalisation table is identical, so
-//! the crops are identical, and the global view matches to within `f32` rounding of the sums.
+//! the crops are identical, and the global view is bit-identical too (measured max error 0 on
+//! every fixture; the tests allow 1e-5 so that fixtures written by another PyTorch build,
+//! which may round the bicubic sums differently, still pass). The bilinear resize alone is
+//! also checked byte for byte on random sizes.
+//!
+//! Known gap: JPEG files are decoded by the `image` crate (zune-jpeg), not libjpeg-turbo as
+//! in PIL. Measured on a 300x200 test photo saved by PIL at quality 90: with 4:4:4 chroma 2% of
+//! the decoded bytes differ (by at most 3 levels), with the common 4:2:0 chroma 26% differ (by
+//! at most 13, chroma upsampling). For JPEG input the bit-exact match therefore starts after
+//! decoding. PNG and the other lossless formats decode identically; see [`to_rgb8`] for the
+//! pixel formats.
 //!
 //! # Example
 //!

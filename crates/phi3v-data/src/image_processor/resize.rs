@@ -129,7 +129,20 @@ pub fn resize_bilinear_rgb8(
     } else {
         PassOrder::HorizontalFirst
     };
-    resize_rgb8_ordered(src, width, height, new_width, new_height, order)
+    let mut out = vec![0u8; new_width * new_height * 3];
+    let mut rows = RowsMut {
+        buf: &mut out,
+        stride: new_width * 3,
+        offset: 0,
+    };
+    resize_rgb8_into(
+        src,
+        (width, height),
+        (new_width, new_height),
+        order,
+        &mut rows,
+    );
+    out
 }
 
 /// Pillow 13's choice of running the vertical pass first (see the module docs).
@@ -148,32 +161,51 @@ pub(crate) fn vertical_first(
     nh < h && h - nh > 2 * (w - nw)
 }
 
-/// [`resize_bilinear_rgb8`] with an explicit pass order.
+/// Where a pass writes its rows: row `i` (of `row_len` bytes) starts at byte
+/// `offset + i * stride` of `buf`. Lets the last pass write straight into a padded canvas.
+pub(crate) struct RowsMut<'a> {
+    pub(crate) buf: &'a mut [u8],
+    pub(crate) stride: usize,
+    pub(crate) offset: usize,
+}
+
+impl RowsMut<'_> {
+    fn row(&mut self, i: usize, row_len: usize) -> &mut [u8] {
+        let start = self.offset + i * self.stride;
+        &mut self.buf[start..start + row_len]
+    }
+}
+
+/// [`resize_bilinear_rgb8`] with an explicit pass order, writing the `new_height` rows of
+/// `new_width * 3` bytes into `dst`.
 ///
 /// Resizing a transposed image horizontal-first and transposing back gives exactly
 /// `VerticalFirst` on the original (same weights, same 8-bit intermediate), which is how
 /// the HD transform handles portrait images without transposing pixels.
-pub(crate) fn resize_rgb8_ordered(
+pub(crate) fn resize_rgb8_into(
     src: &[u8],
-    width: usize,
-    height: usize,
-    new_width: usize,
-    new_height: usize,
+    (width, height): (usize, usize),
+    (new_width, new_height): (usize, usize),
     order: PassOrder,
-) -> Vec<u8> {
+    dst: &mut RowsMut<'_>,
+) {
     assert!(width > 0 && height > 0 && new_width > 0 && new_height > 0);
     assert_eq!(src.len(), width * height * 3, "RGB buffer size");
     let need_horizontal = new_width != width;
     let need_vertical = new_height != height;
     match (need_horizontal, need_vertical) {
-        (false, false) => src.to_vec(),
+        (false, false) => {
+            for (y, row) in src.chunks_exact(width * 3).enumerate() {
+                dst.row(y, width * 3).copy_from_slice(row);
+            }
+        }
         (true, false) => {
             let horiz = precompute(width, new_width);
-            horizontal_pass(src, width, 0, 0..height, &horiz, new_width)
+            horizontal_pass(src, width, 0, 0..height, &horiz, dst);
         }
         (false, true) => {
             let vert = precompute(height, new_height);
-            vertical_pass(src, width, 0..width, 0, &vert, new_height)
+            vertical_pass(src, width, 0..width, 0, &vert, dst);
         }
         (true, true) => {
             let horiz = precompute(width, new_width);
@@ -183,15 +215,28 @@ pub(crate) fn resize_rgb8_ordered(
                     // Only the input rows the vertical pass reads (as Pillow does).
                     let rows = vert.span();
                     let first = rows.start;
-                    let tmp = horizontal_pass(src, width, 0, rows, &horiz, new_width);
-                    vertical_pass(&tmp, new_width, 0..new_width, first, &vert, new_height)
+                    let stride = new_width * 3;
+                    let mut tmp = vec![0u8; rows.len() * stride];
+                    let mut tmp_rows = RowsMut {
+                        buf: &mut tmp,
+                        stride,
+                        offset: 0,
+                    };
+                    horizontal_pass(src, width, 0, rows, &horiz, &mut tmp_rows);
+                    vertical_pass(&tmp, new_width, 0..new_width, first, &vert, dst);
                 }
                 PassOrder::VerticalFirst => {
                     // Only the input columns the horizontal pass reads.
                     let cols = horiz.span();
                     let (first, tmp_width) = (cols.start, cols.len());
-                    let tmp = vertical_pass(src, width, cols, 0, &vert, new_height);
-                    horizontal_pass(&tmp, tmp_width, first, 0..new_height, &horiz, new_width)
+                    let mut tmp = vec![0u8; new_height * tmp_width * 3];
+                    let mut tmp_rows = RowsMut {
+                        buf: &mut tmp,
+                        stride: tmp_width * 3,
+                        offset: 0,
+                    };
+                    vertical_pass(src, width, cols, 0, &vert, &mut tmp_rows);
+                    horizontal_pass(&tmp, tmp_width, first, 0..new_height, &horiz, dst);
                 }
             }
         }
@@ -207,17 +252,17 @@ impl Coefficients {
     }
 }
 
-/// Horizontal pass over the rows `rows` of `src` (`width` pixels per row), producing
-/// `rows.len()` rows of `new_width` pixels. `src` column 0 is input column `col_offset`.
+/// Horizontal pass over the rows `rows` of `src` (`width` pixels per row), writing
+/// `rows.len()` rows of `c.bounds.len()` pixels. `src` column 0 is input column `col_offset`.
 fn horizontal_pass(
     src: &[u8],
     width: usize,
     col_offset: usize,
     rows: std::ops::Range<usize>,
     c: &Coefficients,
-    new_width: usize,
-) -> Vec<u8> {
-    let mut out = vec![0u8; new_width * rows.len() * 3];
+    dst: &mut RowsMut<'_>,
+) {
+    let row_len = c.bounds.len() * 3;
     // Each row is copied into a buffer with `ksize` zero pixels of slack, so every output
     // pixel can read a fixed `ksize` taps (the weights past `taps` are zero, and integer sums
     // do not care about extra zero terms).
@@ -227,8 +272,9 @@ fn horizontal_pass(
         .iter()
         .map(|&(m, _)| (m - col_offset) * 3)
         .collect();
-    for (out_row, y) in out.chunks_exact_mut(new_width * 3).zip(rows) {
+    for (i, y) in rows.enumerate() {
         padded[..width * 3].copy_from_slice(&src[y * width * 3..(y + 1) * width * 3]);
+        let out_row = dst.row(i, row_len);
         match c.ksize {
             3 => horizontal_row::<3>(&padded, out_row, &starts, &c.weights),
             5 => horizontal_row::<5>(&padded, out_row, &starts, &c.weights),
@@ -236,7 +282,6 @@ fn horizontal_pass(
             _ => horizontal_row_any(&padded, out_row, &starts, &c.weights, c.ksize),
         }
     }
-    out
 }
 
 #[inline(always)]
@@ -278,22 +323,20 @@ fn horizontal_row_any(row: &[u8], out: &mut [u8], starts: &[usize], weights: &[i
     }
 }
 
-/// Vertical pass over the columns `cols` of `src` (`width` pixels per row), producing
-/// `new_height` rows of `cols.len()` pixels. `src` row 0 is input row `row_offset`.
+/// Vertical pass over the columns `cols` of `src` (`width` pixels per row), writing
+/// `c.bounds.len()` rows of `cols.len()` pixels. `src` row 0 is input row `row_offset`.
 fn vertical_pass(
     src: &[u8],
     width: usize,
     cols: std::ops::Range<usize>,
     row_offset: usize,
     c: &Coefficients,
-    new_height: usize,
-) -> Vec<u8> {
-    let out_stride = cols.len() * 3;
+    dst: &mut RowsMut<'_>,
+) {
+    let row_len = cols.len() * 3;
     let (lo, hi) = (cols.start * 3, cols.end * 3);
-    let mut out = vec![0u8; new_height * out_stride];
-    let mut acc = vec![0i32; out_stride];
-    for (yy, out_row) in out.chunks_exact_mut(out_stride).enumerate() {
-        let (ymin, taps) = c.bounds[yy];
+    let mut acc = vec![0i32; row_len];
+    for (yy, &(ymin, taps)) in c.bounds.iter().enumerate() {
         let k = &c.weights[yy * c.ksize..yy * c.ksize + taps];
         acc.fill(HALF);
         for (t, &w) in k.iter().enumerate() {
@@ -303,11 +346,10 @@ fn vertical_pass(
                 *a += v as i32 * w;
             }
         }
-        for (o, &a) in out_row.iter_mut().zip(&acc) {
+        for (o, &a) in dst.row(yy, row_len).iter_mut().zip(&acc) {
             *o = clip8(a);
         }
     }
-    out
 }
 
 #[cfg(test)]
