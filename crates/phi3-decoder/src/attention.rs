@@ -2,9 +2,10 @@
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::Tensor;
 
-use phi3v_nn::{naive_attention, Linear, Weights, WeightsError};
+use phi3v_nn::{attention, AttentionBackend, AttentionKernel, AttentionMask};
+use phi3v_nn::{Linear, Weights, WeightsError};
 
 use crate::cache::KvCache;
 use crate::config::Phi3Config;
@@ -23,6 +24,10 @@ pub struct Phi3Attention<B: Backend> {
     kv_heads: usize,
     #[module(skip)]
     head_dim: usize,
+    /// Which attention implementation runs; by default the naive path for short
+    /// sequences and the memory-efficient one for long ones (see [`AttentionKernel`]).
+    #[module(skip)]
+    kernel: AttentionKernel,
 }
 
 impl<B: Backend> Phi3Attention<B> {
@@ -39,6 +44,7 @@ impl<B: Backend> Phi3Attention<B> {
             heads: config.num_attention_heads,
             kv_heads: config.num_key_value_heads,
             head_dim: config.head_dim(),
+            kernel: AttentionKernel::default(),
         }
     }
 
@@ -69,20 +75,34 @@ impl<B: Backend> Phi3Attention<B> {
             heads: config.num_attention_heads,
             kv_heads: config.num_key_value_heads,
             head_dim: config.head_dim(),
+            kernel: AttentionKernel::default(),
         })
     }
 
+    /// The attention implementation this layer runs.
+    pub fn kernel(&self) -> AttentionKernel {
+        self.kernel
+    }
+
+    /// Chooses the attention implementation (see [`AttentionKernel`]).
+    pub fn set_kernel(&mut self, kernel: AttentionKernel) {
+        self.kernel = kernel;
+    }
+}
+
+impl<B: AttentionBackend> Phi3Attention<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
-    /// - `mask`: `[batch or 1, 1, seq, past + seq]`, `true` where masked
+    /// - `mask`: the rules for `seq` queries over `past + seq` keys; its padding, if any,
+    ///   is `[batch, past + seq]`
     /// - returns `[batch, seq, hidden]`
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         cos: Tensor<B, 4>,
         sin: Tensor<B, 4>,
-        mask: Tensor<B, 4, Bool>,
+        mask: &AttentionMask<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
@@ -102,7 +122,8 @@ impl<B: Backend> Phi3Attention<B> {
             None => (k, v),
         };
         let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
-        let out = naive_attention(q, k, v, Some(mask), 1.0 / (d as f64).sqrt());
+        let scale = 1.0 / (d as f64).sqrt();
+        let out = attention(q, k, v, mask, scale, self.kernel);
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, s, h * d]))
     }

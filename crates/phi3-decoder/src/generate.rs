@@ -1,8 +1,8 @@
 //! Autoregressive generation with the KV cache: one prefill forward over the prompt, then
 //! one single-token forward per new token.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use phi3v_nn::AttentionBackend;
 
 use crate::model::{ForwardOptions, Phi3Model};
 use crate::sampling::{Sampler, SamplingConfig};
@@ -32,7 +32,7 @@ impl Default for GenerateOptions {
 ///
 /// # Shapes
 /// - `embeds`: `[1, prompt_len, hidden]`
-pub fn generate_from_embeds<B: Backend>(
+pub fn generate_from_embeds<B: AttentionBackend>(
     model: &Phi3Model<B>,
     embeds: Tensor<B, 3>,
     options: &GenerateOptions,
@@ -73,7 +73,7 @@ pub fn generate_from_embeds<B: Backend>(
 }
 
 /// Generates from prompt token ids.
-pub fn generate<B: Backend>(
+pub fn generate<B: AttentionBackend>(
     model: &Phi3Model<B>,
     prompt: &[u32],
     options: &GenerateOptions,

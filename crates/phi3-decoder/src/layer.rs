@@ -2,9 +2,9 @@
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::Tensor;
 
-use phi3v_nn::{Weights, WeightsError};
+use phi3v_nn::{AttentionBackend, AttentionMask, Weights, WeightsError};
 
 use crate::attention::Phi3Attention;
 use crate::cache::KvCache;
@@ -65,17 +65,19 @@ impl<B: Backend> DecoderLayer<B> {
             post_attention_layernorm: norm("post_attention_layernorm")?,
         })
     }
+}
 
+impl<B: AttentionBackend> DecoderLayer<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`
-    /// - `mask`: `[batch or 1, 1, seq, past + seq]`
+    /// - `mask`: the rules for `seq` queries over `past + seq` keys
     /// - returns `[batch, seq, hidden]`
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         cos: Tensor<B, 4>,
         sin: Tensor<B, 4>,
-        mask: Tensor<B, 4, Bool>,
+        mask: &AttentionMask<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let h = x.clone()

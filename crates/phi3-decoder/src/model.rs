@@ -10,7 +10,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 
-use phi3v_nn::{causal_mask, Linear, Weights};
+use phi3v_nn::{AttentionBackend, AttentionKernel, AttentionMask, Linear, Weights};
 
 use crate::cache::KvCache;
 use crate::config::Phi3Config;
@@ -96,10 +96,7 @@ impl<B: Backend> Phi3Model<B> {
         let lm_head = if weights.contains("lm_head.weight") || !config.tie_word_embeddings {
             Linear::load(weights, "lm_head", h, v, false, device)?
         } else {
-            Linear {
-                weight: Param::from_tensor(embed.clone().transpose()),
-                bias: None,
-            }
+            Linear::from_tensors(embed.clone().transpose(), None)
         };
         let layers = (0..config.num_hidden_layers)
             .map(|i| DecoderLayer::load(weights, &format!("model.layers.{i}"), config, device))
@@ -129,6 +126,17 @@ impl<B: Backend> Phi3Model<B> {
         &self.config
     }
 
+    /// Runs every layer's attention with `kernel`: [`AttentionKernel::Naive`] for the
+    /// reference arithmetic, [`AttentionKernel::MemoryEfficient`] for long contexts and
+    /// training (memory linear in the sequence length), or `Auto` (the default) to pick
+    /// by sequence length.
+    pub fn with_attention_kernel(mut self, kernel: AttentionKernel) -> Self {
+        for layer in &mut self.layers {
+            layer.self_attn.set_kernel(kernel);
+        }
+        self
+    }
+
     /// Looks up token embeddings.
     ///
     /// # Shapes
@@ -138,6 +146,47 @@ impl<B: Backend> Phi3Model<B> {
         burn::tensor::module::embedding(self.embed_tokens.val(), ids)
     }
 
+    /// Logits from final hidden states.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]`
+    /// - returns `[batch, seq, vocab]`
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.lm_head.forward(hidden)
+    }
+
+    /// An empty KV cache sized for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.layers.len())
+    }
+
+    /// Mean shifted cross-entropy: position `t` predicts label `t + 1`; labels equal to
+    /// [`IGNORE_INDEX`] do not count.
+    ///
+    /// # Shapes
+    /// - `logits`: `[batch, seq, vocab]`
+    /// - `labels`: `[batch, seq]`
+    /// - returns `[1]`
+    pub fn loss(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        let [b, s, v] = logits.dims();
+        if s < 2 {
+            return Tensor::zeros([1], &logits.device());
+        }
+        let logits = logits.slice([0..b, 0..s - 1, 0..v]);
+        let labels = labels.slice([0..b, 1..s]);
+        let keep = labels.clone().not_equal_elem(IGNORE_INDEX);
+        let safe = labels.mask_fill(keep.clone().bool_not(), 0);
+        let logp = burn::tensor::activation::log_softmax(logits, 2);
+        let picked = logp
+            .gather(2, safe.reshape([b, s - 1, 1]))
+            .reshape([b, s - 1]);
+        let keep = keep.float();
+        let count = keep.clone().sum().clamp_min(1.0);
+        (picked * keep).sum().neg() / count
+    }
+}
+
+impl<B: AttentionBackend> Phi3Model<B> {
     /// Runs the layers and the final norm over input embeddings.
     ///
     /// # Shapes
@@ -170,23 +219,18 @@ impl<B: Backend> Phi3Model<B> {
             ),
         };
         let (cos, sin) = self.rope.cos_sin(positions, max_position);
+        // The mask as rules, generated tile by tile by the memory-efficient kernel: a dense
+        // `[seq, past + seq]` mask would be 16 GiB of booleans at 128K tokens.
         let padding = attention_mask.map(|m| m.equal_elem(0));
-        let mask = causal_mask(seq, past, self.config.sliding_window, padding, &device);
+        let mask = AttentionMask::causal(past)
+            .with_sliding_window(self.config.sliding_window)
+            .with_padding(padding);
         let mut x = embeds;
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(x, cos.clone(), sin.clone(), mask.clone(), layer_cache);
+            x = layer.forward(x, cos.clone(), sin.clone(), &mask, layer_cache);
         }
         self.norm.forward(x)
-    }
-
-    /// Logits from final hidden states.
-    ///
-    /// # Shapes
-    /// - `hidden`: `[batch, seq, hidden]`
-    /// - returns `[batch, seq, vocab]`
-    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.lm_head.forward(hidden)
     }
 
     /// Token ids to logits.
@@ -196,35 +240,5 @@ impl<B: Backend> Phi3Model<B> {
     /// - returns `[batch, seq, vocab]`
     pub fn forward(&self, ids: Tensor<B, 2, Int>, options: ForwardOptions<'_, B>) -> Tensor<B, 3> {
         self.logits(self.forward_hidden(self.embed(ids), options))
-    }
-
-    /// An empty KV cache sized for this model.
-    pub fn new_cache(&self) -> KvCache<B> {
-        KvCache::new(self.layers.len())
-    }
-
-    /// Mean shifted cross-entropy: position `t` predicts label `t + 1`; labels equal to
-    /// [`IGNORE_INDEX`] do not count.
-    ///
-    /// # Shapes
-    /// - `logits`: `[batch, seq, vocab]`
-    /// - `labels`: `[batch, seq]`
-    /// - returns `[1]`
-    pub fn loss(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-        let [b, s, v] = logits.dims();
-        if s < 2 {
-            return Tensor::zeros([1], &logits.device());
-        }
-        let logits = logits.slice([0..b, 0..s - 1, 0..v]);
-        let labels = labels.slice([0..b, 1..s]);
-        let keep = labels.clone().not_equal_elem(IGNORE_INDEX);
-        let safe = labels.mask_fill(keep.clone().bool_not(), 0);
-        let logp = burn::tensor::activation::log_softmax(logits, 2);
-        let picked = logp
-            .gather(2, safe.reshape([b, s - 1, 1]))
-            .reshape([b, s - 1]);
-        let keep = keep.float();
-        let count = keep.clone().sum().clamp_min(1.0);
-        (picked * keep).sum().neg() / count
     }
 }

@@ -7,8 +7,12 @@
 
 pub mod attention;
 pub mod linear;
+pub mod lora;
 pub mod weights;
 
-pub use attention::{causal_mask, naive_attention};
+pub use attention::{
+    attention, causal_mask, naive_attention, AttentionBackend, AttentionKernel, AttentionMask,
+};
 pub use linear::Linear;
+pub use lora::{LoraAdapter, LoraConfig, LoraInit};
 pub use weights::{Weights, WeightsError};

@@ -8,15 +8,22 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
+use crate::lora::LoraAdapter;
 use crate::weights::{Weights, WeightsError};
 
-/// `y = x W + b`, with `W` of shape `[d_input, d_output]`.
+/// `y = x W + b`, plus `s (x A) B` when a LoRA adapter is attached.
+///
+/// The adapter is applied as two thin products rather than by merging `W + s A B`: a
+/// merged weight would cost a full copy of `W` per layer under autodiff, while the
+/// factored form costs only the adapters and their activations.
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     /// `[d_input, d_output]`.
     pub weight: Param<Tensor<B, 2>>,
     /// `[d_output]`, when the layer has a bias.
     pub bias: Option<Param<Tensor<B, 1>>>,
+    /// A low-rank adapter, when one is attached.
+    pub lora: Option<LoraAdapter<B>>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -33,6 +40,7 @@ impl<B: Backend> Linear<B> {
         Self {
             weight: Param::from_tensor(weight),
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_output], device))),
+            lora: None,
         }
     }
 
@@ -59,6 +67,7 @@ impl<B: Backend> Linear<B> {
         Ok(Self {
             weight: Param::from_tensor(weight),
             bias,
+            lora: None,
         })
     }
 
@@ -72,6 +81,23 @@ impl<B: Backend> Linear<B> {
     /// - `x`: `[..., d_input]`
     /// - returns `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        let base = burn::tensor::module::linear(
+            x.clone(),
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+        );
+        match &self.lora {
+            Some(lora) => base + lora.forward(x),
+            None => base,
+        }
+    }
+
+    /// A layer from a weight (`[d_input, d_output]`) and an optional bias.
+    pub fn from_tensors(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: bias.map(Param::from_tensor),
+            lora: None,
+        }
     }
 }

@@ -1,0 +1,132 @@
+//! Low-rank adapters (LoRA) for linear layers.
+//!
+//! An adapter adds `s (x A) B` to a frozen layer's output, with `A: [in, r]`,
+//! `B: [r, out]` and `s = alpha / r`. `B` starts at zero, so a fresh adapter leaves the
+//! model's outputs unchanged.
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// How the `A` factor is initialised (`B` always starts at zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraInit {
+    /// `N(0, 1/r)`, PEFT's `init_lora_weights="gaussian"` and the reference recipe.
+    Gaussian,
+    /// `U(-1/sqrt(in), 1/sqrt(in))`, PEFT's default (Kaiming-uniform with `a = sqrt(5)`).
+    Kaiming,
+}
+
+/// Rank, scale, dropout and initialisation of the adapters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    /// Dropout on the adapter's input during training (0 disables it).
+    pub dropout: f64,
+    pub init: LoraInit,
+}
+
+impl Default for LoraConfig {
+    /// The reference recipe: r 64, alpha 2r, no dropout, gaussian A.
+    fn default() -> Self {
+        Self {
+            rank: 64,
+            alpha: 128.0,
+            dropout: 0.0,
+            init: LoraInit::Gaussian,
+        }
+    }
+}
+
+impl LoraConfig {
+    /// `alpha / r`.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+}
+
+/// The trainable low-rank pair of one linear layer.
+#[derive(Module, Debug)]
+pub struct LoraAdapter<B: Backend> {
+    /// `[d_input, rank]`.
+    pub lora_a: Param<Tensor<B, 2>>,
+    /// `[rank, d_output]`.
+    pub lora_b: Param<Tensor<B, 2>>,
+    #[module(skip)]
+    pub scale: f64,
+    #[module(skip)]
+    pub dropout: f64,
+}
+
+impl<B: Backend> LoraAdapter<B> {
+    /// A fresh adapter (zero `B`, so the layer's output is unchanged).
+    pub fn new(d_input: usize, d_output: usize, config: &LoraConfig, device: &B::Device) -> Self {
+        let r = config.rank;
+        let dist = match config.init {
+            LoraInit::Gaussian => Distribution::Normal(0.0, (1.0 / r as f64).sqrt()),
+            LoraInit::Kaiming => {
+                let bound = 1.0 / (d_input as f64).sqrt();
+                Distribution::Uniform(-bound, bound)
+            }
+        };
+        Self {
+            lora_a: Param::from_tensor(Tensor::random([d_input, r], dist, device)),
+            lora_b: Param::from_tensor(Tensor::zeros([r, d_output], device)),
+            scale: config.scale(),
+            dropout: config.dropout,
+        }
+    }
+
+    /// An adapter from given factors (for imports).
+    pub fn from_tensors(lora_a: Tensor<B, 2>, lora_b: Tensor<B, 2>, scale: f64) -> Self {
+        Self {
+            lora_a: Param::from_tensor(lora_a),
+            lora_b: Param::from_tensor(lora_b),
+            scale,
+            dropout: 0.0,
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.lora_a.dims()[1]
+    }
+
+    /// The dense update `s A B` that merging adds to the base weight.
+    ///
+    /// # Shapes
+    /// - returns `[d_input, d_output]`
+    pub fn delta(&self) -> Tensor<B, 2> {
+        self.lora_a
+            .val()
+            .matmul(self.lora_b.val())
+            .mul_scalar(self.scale)
+    }
+
+    /// # Shapes
+    /// - `x`: `[..., d_input]`
+    /// - returns `[..., d_output]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let device = x.device();
+        let x = if self.dropout > 0.0 && B::ad_enabled(&device) {
+            let keep = x.random_like(Distribution::Bernoulli(1.0 - self.dropout));
+            x * keep.div_scalar(1.0 - self.dropout)
+        } else {
+            x
+        };
+        let [d_in, _] = self.lora_a.dims();
+        let [_, d_out] = self.lora_b.dims();
+        let dims = x.dims();
+        let rows: usize = dims[..D - 1].iter().product();
+        let y = x
+            .reshape([rows, d_in])
+            .matmul(self.lora_a.val())
+            .matmul(self.lora_b.val())
+            .mul_scalar(self.scale);
+        let mut out = dims;
+        out[D - 1] = d_out;
+        y.reshape(out)
+    }
+}
