@@ -1,0 +1,219 @@
+//! Loading a model folder laid out as Hugging Face lays it out: `config.json`,
+//! `preprocessor_config.json`, `tokenizer.json`, and safetensors (single or sharded).
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use phi3_decoder::Phi3Model;
+use phi3v_data::image_processor::ProcessorConfig;
+use phi3v_nn::Weights;
+use phi3v_vision::ImageEmbedding;
+
+use crate::config::Phi3VConfig;
+use crate::error::Phi3VError;
+use crate::model::Phi3V;
+
+/// Where the token embedding may also be stored in fine-tuned checkpoints.
+const WTE_ALIAS: &str = "model.vision_embed_tokens.wte.weight";
+/// A single-file checkpoint's weights.
+const SINGLE_WEIGHTS: &str = phi3v_nn::weights::SINGLE_FILE;
+/// Prefix of the vision path's tensors.
+pub const VISION_PREFIX: &str = "model.vision_embed_tokens.";
+
+/// A resolved model folder.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub path: PathBuf,
+}
+
+impl ModelDir {
+    /// A local folder, or a Hugging Face model id (`owner/name`).
+    ///
+    /// Ids resolve through the Hugging Face cache layout (`$HF_HOME/hub`, by default
+    /// `~/.cache/huggingface/hub`) with the hf-hub crate: a complete snapshot there is used
+    /// offline; otherwise the files are downloaded into it, unless `HF_HUB_OFFLINE` is set.
+    pub fn resolve(name: &str) -> Result<Self, Phi3VError> {
+        let path = Path::new(name);
+        if path.is_dir() {
+            return Ok(Self {
+                path: path.to_path_buf(),
+            });
+        }
+        let cache = hf_hub::Cache::from_env();
+        let not_found = |why: String| {
+            Phi3VError::Config(format!(
+                "`{name}` is neither a folder nor a model id in the local Hugging Face cache ({}): {why}",
+                cache.path().display()
+            ))
+        };
+        if !name.contains('/') || name.starts_with('/') || name.starts_with('.') {
+            return Err(not_found("no such folder".into()));
+        }
+        let cached = cache.model(name.to_string());
+        if let Some(dir) = complete_snapshot(|file| cached.get(file)) {
+            return Ok(Self { path: dir });
+        }
+        if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v != "0") {
+            return Err(not_found(
+                "not cached, and HF_HUB_OFFLINE forbids a download".into(),
+            ));
+        }
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .build()
+            .map_err(|e| not_found(format!("cannot start a download: {e}")))?;
+        let repo = api.model(name.to_string());
+        let fetch = |file: &str| repo.get(file).ok();
+        complete_snapshot(fetch)
+            .map(|path| Self { path })
+            .ok_or_else(|| not_found("the download failed (is a network reachable?)".into()))
+    }
+
+    pub fn config(&self) -> Result<Phi3VConfig, Phi3VError> {
+        Phi3VConfig::from_file(self.path.join("config.json"))
+    }
+
+    /// The image processor settings: `preprocessor_config.json` (num_crops, mean, std) with
+    /// the crop size taken from the vision tower.
+    pub fn processor_config(&self, config: &Phi3VConfig) -> Result<ProcessorConfig, Phi3VError> {
+        let vision = config
+            .vision
+            .as_ref()
+            .ok_or_else(|| Phi3VError::Config("a text-only model has no image processor".into()))?;
+        let mut processor = ProcessorConfig {
+            crop_size: vision.clip.image_size,
+            patch_size: vision.clip.patch_size,
+            ..ProcessorConfig::default()
+        };
+        let path = self.path.join("preprocessor_config.json");
+        if path.is_file() {
+            let bad = |m: String| Phi3VError::Config(format!("{}: {m}", path.display()));
+            let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            if let Some(n) = value.get("num_crops").and_then(|v| v.as_u64()) {
+                processor.num_crops = n as usize;
+            }
+            let triple = |key: &str| -> Result<Option<[f32; 3]>, Phi3VError> {
+                match value.get(key) {
+                    None => Ok(None),
+                    Some(v) => serde_json::from_value::<[f32; 3]>(v.clone())
+                        .map(Some)
+                        .map_err(|e| bad(format!("{key}: {e}"))),
+                }
+            };
+            if let Some(mean) = triple("image_mean")? {
+                processor.image_mean = mean;
+            }
+            if let Some(std) = triple("image_std")? {
+                processor.image_std = std;
+            }
+        }
+        processor.validate()?;
+        Ok(processor)
+    }
+
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.path.join("tokenizer.json")
+    }
+
+    /// Loads the model with the backend's float type.
+    pub fn load_model<B: Backend>(&self, device: &B::Device) -> Result<Phi3V<B>, Phi3VError> {
+        let config = self.config()?;
+        let mut weights = Weights::open(&self.path)?;
+        weights.resolve_alias("model.embed_tokens.weight", WTE_ALIAS);
+        load_model(&weights, &config, device)
+    }
+}
+
+/// Builds the model from opened checkpoint tensors.
+pub fn load_model<B: Backend>(
+    weights: &Weights,
+    config: &Phi3VConfig,
+    device: &B::Device,
+) -> Result<Phi3V<B>, Phi3VError> {
+    let decoder = Phi3Model::load(weights, &config.text, device)?;
+    let vision_embed_tokens = match &config.vision {
+        Some(v) => Some(ImageEmbedding::load(
+            weights,
+            VISION_PREFIX,
+            &v.clip,
+            config.text.hidden_size,
+            device,
+        )?),
+        None => None,
+    };
+    Ok(Phi3V {
+        decoder,
+        vision_embed_tokens,
+    })
+}
+
+/// The snapshot folder holding a whole checkpoint, with files provided by `get` (from the
+/// cache, or downloaded): config, tokenizer, optional preprocessor config, and the weights
+/// (single file, or the index and every shard it names).
+fn complete_snapshot(get: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
+    let config = get("config.json")?;
+    get("tokenizer.json")?;
+    get("preprocessor_config.json");
+    if get(SINGLE_WEIGHTS).is_none() {
+        let index = get(phi3v_nn::weights::INDEX_FILE)?;
+        let text = std::fs::read_to_string(index).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let mut shards: Vec<&str> = json
+            .get("weight_map")?
+            .as_object()?
+            .values()
+            .filter_map(|v| v.as_str())
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        for shard in shards {
+            get(shard)?;
+        }
+    }
+    config.parent().map(Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_ids_resolve_through_the_hub_cache_layout() {
+        let home = tempfile::tempdir().unwrap();
+        let repo = home
+            .path()
+            .join("hub/models--microsoft--Phi-3-vision-128k-instruct");
+        let snapshot = repo.join("snapshots/abc123");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+        for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+            std::fs::write(snapshot.join(file), "{}").unwrap();
+        }
+        std::env::set_var("HF_HOME", home.path());
+        std::env::set_var("HF_HUB_OFFLINE", "1");
+        let dir = ModelDir::resolve("microsoft/Phi-3-vision-128k-instruct").unwrap();
+        assert_eq!(dir.path, snapshot);
+        // An incomplete snapshot (a shard missing) is not used.
+        std::fs::remove_file(snapshot.join("model.safetensors")).unwrap();
+        std::fs::write(
+            snapshot.join("model.safetensors.index.json"),
+            r#"{"weight_map": {"a": "model-00001-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let err = ModelDir::resolve("microsoft/Phi-3-vision-128k-instruct")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+        let err = ModelDir::resolve("microsoft/absent")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("microsoft/absent") && err.contains("cache"),
+            "{err}"
+        );
+        std::env::remove_var("HF_HOME");
+        std::env::remove_var("HF_HUB_OFFLINE");
+    }
+}

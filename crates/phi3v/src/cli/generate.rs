@@ -1,0 +1,76 @@
+//! `phi3v generate`: image-conditioned generation, streamed to the terminal.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use phi3_decoder::GenerateOptions;
+use phi3v::data::prompt::generation_prompt;
+use phi3v::nn::AttentionBackend;
+use phi3v::Phi3VError;
+
+use super::session::Session;
+
+pub struct Request {
+    pub model: String,
+    pub prompt: String,
+    pub images: Vec<PathBuf>,
+    pub options: GenerateOptions,
+    pub print_ids: bool,
+}
+
+/// The chat text for a prompt: used as is when it already holds chat tags, otherwise
+/// wrapped as one user turn, with `<|image_N|>` tags prepended for images it does not
+/// mention.
+pub fn chat_text(prompt: &str, images: usize) -> String {
+    if prompt.contains("<|user|>") || prompt.contains("<|assistant|>") {
+        return prompt.to_string();
+    }
+    let mut content = String::new();
+    if !prompt.contains("<|image_") {
+        for i in 1..=images {
+            content.push_str(&format!("<|image_{i}|>\n"));
+        }
+    }
+    content.push_str(prompt);
+    generation_prompt(None, &content)
+}
+
+pub fn run<B: AttentionBackend>(request: Request, device: B::Device) -> Result<(), Phi3VError> {
+    let session = Session::<B>::load(&request.model, device)?;
+    let text = chat_text(&request.prompt, request.images.len());
+    let inputs = session.inputs(&text, &request.images)?;
+    let start = Instant::now();
+    let mut ids: Vec<u32> = Vec::new();
+    let mut printed = 0;
+    let mut stdout = std::io::stdout();
+    let tokens = phi3v::generate(
+        &session.model,
+        &inputs.ids,
+        inputs.images.as_ref(),
+        &request.options,
+        |t| {
+            ids.push(t);
+            if let Ok(text) = session.tokenizer.decode(&ids, true) {
+                // Print only what is new; a partial UTF-8 sequence waits for the next token.
+                if text.len() > printed && text.is_char_boundary(printed) {
+                    let _ = write!(stdout, "{}", &text[printed..]);
+                    let _ = stdout.flush();
+                    printed = text.len();
+                }
+            }
+        },
+    )?;
+    let secs = start.elapsed().as_secs_f64();
+    println!();
+    if request.print_ids {
+        println!("ids: {tokens:?}");
+    }
+    eprintln!(
+        "{} tokens in {secs:.2} s ({:.1} tokens/s, prompt {} tokens)",
+        tokens.len(),
+        tokens.len() as f64 / secs.max(1e-9),
+        inputs.ids.len()
+    );
+    Ok(())
+}

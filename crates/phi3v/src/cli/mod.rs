@@ -1,0 +1,6 @@
+//! The `phi3v` command's subcommands.
+
+pub mod generate;
+pub mod logits;
+pub mod sample;
+pub mod session;

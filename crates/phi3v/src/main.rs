@@ -1,0 +1,182 @@
+//! `phi3v`: run Phi-3-Vision checkpoints and make sample data, from the command line.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use phi3_decoder::{GenerateOptions, SamplingConfig};
+
+/// Phi-3-Vision in Rust: generate text about images, check a checkpoint against the
+/// Python reference, and make sample data.
+///
+/// A MODEL is a folder laid out as Hugging Face lays it out (config.json,
+/// preprocessor_config.json, tokenizer.json, safetensors single or sharded), or a model id
+/// such as microsoft/Phi-3-vision-128k-instruct already in the local Hugging Face cache.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Tensor backend for generation (`logits` always runs f32 on the CPU).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Flex, global = true)]
+    backend: BackendChoice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BackendChoice {
+    /// CPU (pure Rust).
+    Flex,
+    /// GPU through wgpu (Vulkan, Metal, DX12); needs the `wgpu` feature.
+    Wgpu,
+    /// NVIDIA GPU through CUDA; needs the `cuda` feature.
+    Cuda,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an answer about images, streaming it to the terminal.
+    ///
+    /// Example: phi3v generate --model ./Phi-3-vision-128k-instruct --image coat.jpg
+    ///          --prompt "What is shown in this image?"
+    ///
+    /// A prompt without chat tags becomes one user turn, with <|image_N|> tags added for
+    /// the images it does not mention; a prompt with chat tags is used as it is.
+    Generate {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        /// An image; repeat for several (the first is <|image_1|>).
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: usize,
+        /// 0 is greedy decoding.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long)]
+        top_k: Option<usize>,
+        #[arg(long)]
+        top_p: Option<f32>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also print the generated token ids.
+        #[arg(long)]
+        print_ids: bool,
+    },
+    /// Write the input ids and logits of one forward pass to a safetensors file.
+    ///
+    /// This is the tool for checking a checkpoint against the Python reference: the
+    /// prompt is tokenized exactly as the reference processor does (each text chunk with
+    /// BOS, <|image_N|> replaced by image N's placeholder ids), the forward runs in f32 on
+    /// the CPU, and the file holds `input_ids` (i64, [seq]) and `logits` (f32, [seq,
+    /// vocab]) to compare with the reference's.
+    Logits {
+        #[arg(long)]
+        model: String,
+        /// The exact text, chat tags included.
+        #[arg(long)]
+        prompt: String,
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a synthetic product catalogue (parquet with the Burberry schema, plus drawn
+    /// product photos) for testing and learning without real data.
+    SampleData {
+        #[arg(long, default_value_t = 200)]
+        rows: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "sample-data")]
+        out: PathBuf,
+        /// Share of deliberately broken rows, in [0, 1], to exercise error reporting.
+        #[arg(long, default_value_t = 0.0)]
+        faults: f64,
+        /// Side of the square product photos, in pixels.
+        #[arg(long, default_value_t = 128)]
+        image_size: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate {
+            model,
+            prompt,
+            image,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            print_ids,
+        } => {
+            let request = cli::generate::Request {
+                model,
+                prompt,
+                images: image,
+                options: GenerateOptions {
+                    max_new_tokens,
+                    stop_tokens: vec![32000, 32007],
+                    sampling: SamplingConfig {
+                        temperature,
+                        top_k,
+                        top_p,
+                        seed,
+                    },
+                },
+                print_ids,
+            };
+            run_generate(cli.backend, request)
+        }
+        Command::Logits {
+            model,
+            prompt,
+            image,
+            out,
+        } => cli::logits::run(&model, &prompt, &image, &out),
+        Command::SampleData {
+            rows,
+            seed,
+            out,
+            faults,
+            image_size,
+        } => cli::sample::run(rows, seed, out, faults, image_size),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_generate(
+    backend: BackendChoice,
+    request: cli::generate::Request,
+) -> Result<(), phi3v::Phi3VError> {
+    match backend {
+        BackendChoice::Flex => {
+            cli::generate::run::<burn::backend::Flex>(request, Default::default())
+        }
+        #[cfg(feature = "wgpu")]
+        BackendChoice::Wgpu => {
+            cli::generate::run::<burn::backend::Wgpu>(request, Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        BackendChoice::Cuda => {
+            cli::generate::run::<burn::backend::Cuda>(request, Default::default())
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(phi3v::Phi3VError::Input(format!(
+            "--backend {other:?} is not compiled in: rebuild with `--features {}`",
+            format!("{other:?}").to_lowercase()
+        ))),
+    }
+}

@@ -1,0 +1,133 @@
+//! The `phi3v` command on the tiny reference checkpoint: `logits` reproduces the
+//! reference's numbers through the real tokenizer and image processor, `generate`
+//! produces the reference's greedy tokens, and bad input is an error, not a panic.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use phi3v_nn::Weights;
+
+fn data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+fn ckpt() -> PathBuf {
+    data().join("tiny_phi3v")
+}
+
+const ONE_IMAGE: &str = "<|user|>\n<|image_1|>What is shown in this image?<|end|>\n<|assistant|>\n";
+const TWO_IMAGES: &str =
+    "<|user|>\n<|image_1|>\n<|image_2|>\nCompare these two products.<|end|>\n<|assistant|>\n";
+
+fn phi3v(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_phi3v"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn logits_command_reproduces_the_reference() {
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("logits.safetensors");
+    let ckpt = ckpt();
+    let o = phi3v(&[
+        "logits",
+        "--model",
+        ckpt.to_str().unwrap(),
+        "--prompt",
+        TWO_IMAGES,
+        "--image",
+        ckpt.join("coat.png").to_str().unwrap(),
+        "--image",
+        ckpt.join("scarf.png").to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = Weights::open(&file).unwrap();
+    let want = Weights::open(data().join("expected.safetensors")).unwrap();
+    let n = got.shape("input_ids").unwrap()[0];
+    assert_eq!(
+        got.read_i64("input_ids", &[n]).unwrap(),
+        want.read_i64("two_images.input_ids", &[1, n]).unwrap(),
+        "token ids (tokenizer + image token counts)"
+    );
+    let vocab = got.shape("logits").unwrap()[1];
+    let logits = got.read_f32("logits", &[n, vocab]).unwrap();
+    let last = want
+        .read_f32("two_images.last_logits", &[1, 3, vocab])
+        .unwrap();
+    let worst = logits[(n - 3) * vocab..]
+        .iter()
+        .zip(&last)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1e-4,
+        "logits differ from the reference by {worst:e}"
+    );
+}
+
+#[test]
+fn generate_command_matches_reference_greedy_tokens() {
+    let ckpt = ckpt();
+    let o = phi3v(&[
+        "generate",
+        "--model",
+        ckpt.to_str().unwrap(),
+        "--prompt",
+        ONE_IMAGE,
+        "--image",
+        ckpt.join("coat.png").to_str().unwrap(),
+        "--max-new-tokens",
+        "8",
+        "--print-ids",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let want = Weights::open(data().join("expected.safetensors")).unwrap();
+    let shape = want.shape("one_image.greedy").unwrap().to_vec();
+    let greedy = want.read_i64("one_image.greedy", &shape).unwrap();
+    let expected = format!("ids: {greedy:?}");
+    assert!(
+        stdout.contains(&expected),
+        "stdout:\n{stdout}\nexpected line: {expected}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let ckpt = ckpt();
+    let o = phi3v(&["generate", "--model", "/no/such/model", "--prompt", "hi"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/model"));
+
+    let o = phi3v(&[
+        "generate",
+        "--model",
+        ckpt.to_str().unwrap(),
+        "--prompt",
+        "<|image_2|>only a second image",
+        "--image",
+        ckpt.join("coat.png").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("image") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+
+    let o = phi3v(&[
+        "generate",
+        "--model",
+        ckpt.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--image",
+        "/no/such/picture.png",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/picture.png"));
+}
