@@ -8,11 +8,11 @@
 use std::path::PathBuf;
 
 use burn::backend::{Flex, Wgpu};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use phi3_decoder::{ForwardOptions, Phi3Model};
+use phi3v_nn::AttentionBackend;
 
-fn forward<B: Backend>(ids: &[i64], mask: &[i64]) -> Vec<f32> {
+fn forward<B: AttentionBackend>(ids: &[i64], mask: &[i64]) -> Vec<f32> {
     let device = Default::default();
     let dir =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/phi3-decoder/tests/data/tiny_b");
