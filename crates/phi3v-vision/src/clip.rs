@@ -8,7 +8,9 @@ use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
-use phi3v_nn::{naive_attention, Linear, Weights, WeightsError};
+use phi3v_nn::{
+    attention, AttentionBackend, AttentionKernel, AttentionMask, Linear, Weights, WeightsError,
+};
 
 use crate::config::{Activation, ClipVisionConfig};
 use crate::layer_norm::LayerNorm;
@@ -111,6 +113,10 @@ pub struct ClipEncoderLayer<B: Backend> {
     heads: usize,
     #[module(skip)]
     activation: Activation,
+    /// Which attention implementation runs; `Auto` by default (naive at CLIP's 577
+    /// positions, the memory-efficient kernel for very large towers).
+    #[module(skip)]
+    pub kernel: AttentionKernel,
 }
 
 impl<B: Backend> ClipEncoderLayer<B> {
@@ -127,6 +133,7 @@ impl<B: Backend> ClipEncoderLayer<B> {
             fc2: Linear::random(i, h, true, std, device),
             heads: c.num_attention_heads,
             activation: c.hidden_act,
+            kernel: AttentionKernel::default(),
         }
     }
 
@@ -170,9 +177,12 @@ impl<B: Backend> ClipEncoderLayer<B> {
             fc2: lin("mlp.fc2", i, h)?,
             heads: c.num_attention_heads,
             activation: c.hidden_act,
+            kernel: AttentionKernel::default(),
         })
     }
+}
 
+impl<B: AttentionBackend> ClipEncoderLayer<B> {
     /// # Shapes
     /// - `x`: `[n, seq, hidden]`
     /// - returns `[n, seq, hidden]`
@@ -181,12 +191,13 @@ impl<B: Backend> ClipEncoderLayer<B> {
         let d = h / self.heads;
         let y = self.layer_norm1.forward(x.clone());
         let heads = |t: Tensor<B, 3>| t.reshape([n, s, self.heads, d]).swap_dims(1, 2);
-        let attn = naive_attention(
+        let attn = attention(
             heads(self.q_proj.forward(y.clone())),
             heads(self.k_proj.forward(y.clone())),
             heads(self.v_proj.forward(y)),
-            None,
+            &AttentionMask::none(),
             1.0 / (d as f64).sqrt(),
+            self.kernel,
         );
         let x = x + self
             .out_proj
@@ -284,6 +295,16 @@ impl<B: Backend> ClipVisionTower<B> {
         &self.config
     }
 
+    /// Chooses the attention implementation of every layer.
+    pub fn with_attention_kernel(mut self, kernel: AttentionKernel) -> Self {
+        for layer in &mut self.layers {
+            layer.kernel = kernel;
+        }
+        self
+    }
+}
+
+impl<B: AttentionBackend> ClipVisionTower<B> {
     /// Patch features of the second-to-last layer, class token dropped.
     ///
     /// # Shapes

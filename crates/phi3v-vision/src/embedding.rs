@@ -13,7 +13,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
-use phi3v_nn::{Linear, Weights};
+use phi3v_nn::{AttentionBackend, Linear, Weights};
 
 use crate::clip::ClipVisionTower;
 use crate::config::ClipVisionConfig;
@@ -99,7 +99,9 @@ impl<B: Backend> ImageEmbedding<B> {
     pub fn merged_side(&self) -> usize {
         self.img_processor.config().grid() / 2
     }
+}
 
+impl<B: AttentionBackend> ImageEmbedding<B> {
     /// Image tokens, one tensor per image, in text order.
     ///
     /// Only real tiles are passed: for each image its global view, then its `h * w` crops

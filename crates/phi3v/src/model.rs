@@ -34,7 +34,7 @@ pub struct Phi3V<B: Backend> {
     pub vision_embed_tokens: Option<ImageEmbedding<B>>,
 }
 
-impl<B: Backend> Phi3V<B> {
+impl<B: AttentionBackend> Phi3V<B> {
     /// Input embeddings with image features written over the placeholder positions.
     ///
     /// # Shapes
@@ -95,9 +95,7 @@ impl<B: Backend> Phi3V<B> {
         let combined = Tensor::cat(vec![text.reshape([flat, hidden]), features], 0);
         Ok(combined.select(0, index).reshape([batch, seq, hidden]))
     }
-}
 
-impl<B: AttentionBackend> Phi3V<B> {
     /// Final hidden states.
     ///
     /// # Shapes
