@@ -22,7 +22,7 @@
 //!   JSON file and one-line summary.
 //! - [`split`]: deterministic, seeded train/validation split by product code.
 //! - [`sample_data`]: the sample-catalogue generator (Burberry schema, procedural product
-//!   photos, optional injected faults); also the `phi3v-sample-data` binary.
+//!   photos, optional injected faults); the `phi3v sample-data` command runs it.
 //! - [`prompt`]: `{field}` templates (Burberry's by default), the chat format, and Python's
 //!   float `repr` for prices.
 //! - [`tokenize`]: the Phi-3 `tokenizer.json` and the reference processor's prompt encoding

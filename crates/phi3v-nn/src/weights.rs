@@ -242,12 +242,14 @@ impl Weights {
         Ok(&self.entry(name)?.shape)
     }
 
-    /// Reads a float tensor as `f32` values, checking its shape.
-    ///
-    /// bf16, f16, f32 and f64 are accepted; any other dtype is an error naming the tensor.
-    pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightsError> {
+    /// A tensor's entry, file and bytes, once its shape is checked against `expected`.
+    fn checked(
+        &self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<(&Entry, &PathBuf, &[u8]), WeightsError> {
         let entry = self.entry(name)?;
-        let path = &self.files[entry.file].0;
+        let (path, mmap) = &self.files[entry.file];
         if entry.shape != expected {
             return Err(WeightsError::Shape {
                 name: name.to_string(),
@@ -256,7 +258,14 @@ impl Weights {
                 expected: expected.to_vec(),
             });
         }
-        let bytes = &self.files[entry.file].1[entry.range.0..entry.range.1];
+        Ok((entry, path, &mmap[entry.range.0..entry.range.1]))
+    }
+
+    /// Reads a float tensor as `f32` values, checking its shape.
+    ///
+    /// bf16, f16, f32 and f64 are accepted; any other dtype is an error naming the tensor.
+    pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightsError> {
+        let (entry, path, bytes) = self.checked(name, expected)?;
         let values = match entry.dtype {
             Dtype::F32 => decode(bytes, f32::from_le_bytes),
             Dtype::F64 => decode(bytes, |b: [u8; 8]| f64::from_le_bytes(b) as f32),
@@ -280,17 +289,7 @@ impl Weights {
 
     /// Reads an integer tensor (i64 or i32) as `i64` values, checking its shape.
     pub fn read_i64(&self, name: &str, expected: &[usize]) -> Result<Vec<i64>, WeightsError> {
-        let entry = self.entry(name)?;
-        let path = &self.files[entry.file].0;
-        if entry.shape != expected {
-            return Err(WeightsError::Shape {
-                name: name.to_string(),
-                path: path.clone(),
-                found: entry.shape.clone(),
-                expected: expected.to_vec(),
-            });
-        }
-        let bytes = &self.files[entry.file].1[entry.range.0..entry.range.1];
+        let (entry, path, bytes) = self.checked(name, expected)?;
         match entry.dtype {
             Dtype::I64 => Ok(decode(bytes, i64::from_le_bytes)),
             Dtype::I32 => Ok(decode(bytes, |b: [u8; 4]| i32::from_le_bytes(b) as i64)),
@@ -439,6 +438,36 @@ mod tests {
         assert!(err.contains("`y`") && err.contains("missing"), "{err}");
         let err = w.read_i64("x", &[2]).unwrap_err().to_string();
         assert!(err.contains("dtype"), "{err}");
+    }
+
+    #[test]
+    fn half_precision_tensors_read_as_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = [1.5f32, -2.25, 0.0078125];
+        let f16: Vec<u8> = values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
+            .collect();
+        let bf16: Vec<u8> = values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes())
+            .collect();
+        let views = vec![
+            (
+                "h",
+                safetensors::tensor::TensorView::new(Dtype::F16, vec![3], &f16).unwrap(),
+            ),
+            (
+                "b",
+                safetensors::tensor::TensorView::new(Dtype::BF16, vec![3], &bf16).unwrap(),
+            ),
+        ];
+        let path = dir.path().join("half.safetensors");
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        let w = Weights::open(&path).unwrap();
+        // These values are exact in both formats.
+        assert_eq!(w.read_f32("h", &[3]).unwrap(), values);
+        assert_eq!(w.read_f32("b", &[3]).unwrap(), values);
     }
 
     #[test]

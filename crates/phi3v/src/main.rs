@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use phi3_decoder::{GenerateOptions, SamplingConfig};
+use phi3v::data::sample_data::SampleImageFormat;
 
 /// Phi-3-Vision in Rust: generate text about images, check a checkpoint against the
 /// Python reference, and make sample data.
@@ -99,6 +100,9 @@ enum Command {
         /// Side of the square product photos, in pixels.
         #[arg(long, default_value_t = 128)]
         image_size: u32,
+        /// Picture encoding.
+        #[arg(long, value_enum, default_value_t = SampleImageFormat::Png)]
+        format: SampleImageFormat,
     },
 }
 
@@ -146,7 +150,15 @@ fn main() -> ExitCode {
             out,
             faults,
             image_size,
-        } => cli::sample::run(rows, seed, out, faults, image_size),
+            format,
+        } => cli::sample::run(cli::sample::Options {
+            rows,
+            seed,
+            out,
+            faults,
+            image_size,
+            format,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

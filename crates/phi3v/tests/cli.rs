@@ -131,3 +131,29 @@ fn bad_input_is_a_clear_error() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/picture.png"));
 }
+
+#[test]
+fn sample_data_command_writes_a_catalogue_that_reads_back() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("sample");
+    let o = phi3v(&[
+        "sample-data",
+        "--rows",
+        "12",
+        "--seed",
+        "5",
+        "--out",
+        dir.to_str().unwrap(),
+        "--image-size",
+        "64",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("wrote 12 rows"));
+    let catalogue = phi3v::data::catalogue::Catalogue::open(dir.join("catalogue.parquet")).unwrap();
+    let rows: Vec<_> = catalogue.rows().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(rows.len(), 12);
+    assert!(
+        rows.iter().all(|r| r.problems.is_empty()),
+        "generated rows must be clean"
+    );
+}

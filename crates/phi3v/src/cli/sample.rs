@@ -3,22 +3,27 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use phi3v::data::sample_data::{generate, SampleConfig};
+use phi3v::data::sample_data::{generate, SampleConfig, SampleImageFormat};
 use phi3v::Phi3VError;
 
-pub fn run(
-    rows: usize,
-    seed: u64,
-    out: PathBuf,
-    faults: f64,
-    image_size: u32,
-) -> Result<(), Phi3VError> {
+/// The options of `phi3v sample-data`.
+pub struct Options {
+    pub rows: usize,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub faults: f64,
+    pub image_size: u32,
+    pub format: SampleImageFormat,
+}
+
+pub fn run(o: Options) -> Result<(), Phi3VError> {
     let config = SampleConfig {
-        rows,
-        seed,
-        out_dir: out,
-        faults,
-        image_size,
+        rows: o.rows,
+        seed: o.seed,
+        out_dir: o.out,
+        faults: o.faults,
+        image_size: o.image_size,
+        image_format: o.format,
         ..SampleConfig::default()
     };
     let start = Instant::now();
