@@ -52,6 +52,7 @@ pub mod catalogue;
 pub mod error;
 pub mod image_processor;
 pub mod images;
+mod json_file;
 pub mod prompt;
 pub mod report;
 pub mod sample;

@@ -298,27 +298,11 @@ impl Report {
 
     /// Writes the report as pretty-printed JSON.
     pub fn write_json(&self, path: impl AsRef<Path>) -> Result<(), DataError> {
-        let path = path.as_ref();
-        let text = serde_json::to_string_pretty(self).map_err(|source| DataError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        std::fs::write(path, text + "\n").map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        crate::json_file::write(path.as_ref(), self)
     }
 
     /// Reads a report written by [`Report::write_json`].
     pub fn read_json(path: impl AsRef<Path>) -> Result<Self, DataError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| DataError::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+        crate::json_file::read(path.as_ref())
     }
 }

@@ -15,8 +15,6 @@ use crate::model::Phi3V;
 
 /// Where the token embedding may also be stored in fine-tuned checkpoints.
 const WTE_ALIAS: &str = "model.vision_embed_tokens.wte.weight";
-/// A single-file checkpoint's weights.
-const SINGLE_WEIGHTS: &str = phi3v_nn::weights::SINGLE_FILE;
 /// Prefix of the vision path's tensors.
 pub const VISION_PREFIX: &str = "model.vision_embed_tokens.";
 
@@ -155,7 +153,7 @@ fn complete_snapshot(get: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
     let config = get("config.json")?;
     get("tokenizer.json")?;
     get("preprocessor_config.json");
-    if get(SINGLE_WEIGHTS).is_none() {
+    if get(phi3v_nn::weights::SINGLE_FILE).is_none() {
         let index = get(phi3v_nn::weights::INDEX_FILE)?;
         let text = std::fs::read_to_string(index).ok()?;
         let json: serde_json::Value = serde_json::from_str(&text).ok()?;

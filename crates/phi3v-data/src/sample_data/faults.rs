@@ -76,26 +76,11 @@ pub struct FaultList {
 impl FaultList {
     /// Reads a sidecar written by the generator.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, DataError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| DataError::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+        crate::json_file::read(path.as_ref())
     }
 
     pub(crate) fn write(&self, path: &Path) -> Result<(), DataError> {
-        let text = serde_json::to_string_pretty(self).map_err(|source| DataError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        std::fs::write(path, text + "\n").map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        crate::json_file::write(path, self)
     }
 
     /// `(row, expected drop kind)` of every fault, in row order: compare with
