@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use phi3v_nn::{attention, AttentionBackend, AttentionKernel, AttentionMask};
-use phi3v_nn::{Linear, Weights, WeightsError};
+use phi3v_nn::{Linear, NamedLinears, Weights, WeightsError};
 
 use crate::cache::KvCache;
 use crate::config::Phi3Config;
@@ -143,4 +143,11 @@ fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
     x.reshape([b, kvh, 1, s, d])
         .expand([b, kvh, n, s, d])
         .reshape([b, kvh * n, s, d])
+}
+
+impl<B: Backend> NamedLinears<B> for Phi3Attention<B> {
+    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
+        f(&format!("{prefix}qkv_proj"), &mut self.qkv_proj);
+        f(&format!("{prefix}o_proj"), &mut self.o_proj);
+    }
 }

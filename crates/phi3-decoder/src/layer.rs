@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use phi3v_nn::{AttentionBackend, AttentionMask, Weights, WeightsError};
+use phi3v_nn::{AttentionBackend, AttentionMask, NamedLinears, Weights, WeightsError};
 
 use crate::attention::Phi3Attention;
 use crate::cache::KvCache;
@@ -85,5 +85,13 @@ impl<B: AttentionBackend> DecoderLayer<B> {
                 .self_attn
                 .forward(self.input_layernorm.forward(x), cos, sin, mask, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+impl<B: Backend> NamedLinears<B> for DecoderLayer<B> {
+    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut phi3v_nn::Linear<B>)) {
+        self.self_attn
+            .for_each_linear(&format!("{prefix}self_attn."), f);
+        self.mlp.for_each_linear(&format!("{prefix}mlp."), f);
     }
 }

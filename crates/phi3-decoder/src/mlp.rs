@@ -6,7 +6,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use phi3v_nn::{Linear, Weights, WeightsError};
+use phi3v_nn::{Linear, NamedLinears, Weights, WeightsError};
 
 /// `down_proj(up * silu(gate))`, where `[gate, up] = gate_up_proj(x)`.
 #[derive(Module, Debug)]
@@ -63,5 +63,12 @@ impl<B: Backend> Phi3Mlp<B> {
         let gate = gate_up.clone().slice([0..b, 0..s, 0..i]);
         let up = gate_up.slice([0..b, 0..s, i..two_i]);
         self.down_proj.forward(up * silu(gate))
+    }
+}
+
+impl<B: Backend> NamedLinears<B> for Phi3Mlp<B> {
+    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
+        f(&format!("{prefix}gate_up_proj"), &mut self.gate_up_proj);
+        f(&format!("{prefix}down_proj"), &mut self.down_proj);
     }
 }

@@ -10,7 +10,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 
-use phi3v_nn::{AttentionBackend, AttentionKernel, AttentionMask, Linear, Weights};
+use phi3v_nn::{AttentionBackend, AttentionKernel, AttentionMask, Linear, NamedLinears, Weights};
 
 use crate::cache::KvCache;
 use crate::config::Phi3Config;
@@ -240,5 +240,16 @@ impl<B: AttentionBackend> Phi3Model<B> {
     /// - returns `[batch, seq, vocab]`
     pub fn forward(&self, ids: Tensor<B, 2, Int>, options: ForwardOptions<'_, B>) -> Tensor<B, 3> {
         self.logits(self.forward_hidden(self.embed(ids), options))
+    }
+}
+
+/// Names as in the released checkpoint: `model.layers.{i}.*` and `lm_head`, so `prefix`
+/// is normally empty.
+impl<B: Backend> NamedLinears<B> for Phi3Model<B> {
+    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.for_each_linear(&format!("{prefix}model.layers.{i}."), f);
+        }
+        f(&format!("{prefix}lm_head"), &mut self.lm_head);
     }
 }

@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod linear;
 pub mod lora;
+pub mod named;
 pub mod weights;
 
 pub use attention::{
@@ -15,4 +16,5 @@ pub use attention::{
 };
 pub use linear::Linear;
 pub use lora::{LoraAdapter, LoraConfig, LoraInit};
+pub use named::{linear_names, NamedLinears};
 pub use weights::{Weights, WeightsError};

@@ -9,7 +9,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
 use phi3v_nn::{
-    attention, AttentionBackend, AttentionKernel, AttentionMask, Linear, Weights, WeightsError,
+    attention, AttentionBackend, AttentionKernel, AttentionMask, Linear, NamedLinears, Weights,
+    WeightsError,
 };
 
 use crate::config::{Activation, ClipVisionConfig};
@@ -317,5 +318,26 @@ impl<B: AttentionBackend> ClipVisionTower<B> {
         }
         let [n, s, h] = x.dims();
         x.slice([0..n, 1..s, 0..h])
+    }
+}
+
+impl<B: Backend> NamedLinears<B> for ClipEncoderLayer<B> {
+    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
+        f(&format!("{prefix}self_attn.q_proj"), &mut self.q_proj);
+        f(&format!("{prefix}self_attn.k_proj"), &mut self.k_proj);
+        f(&format!("{prefix}self_attn.v_proj"), &mut self.v_proj);
+        f(&format!("{prefix}self_attn.out_proj"), &mut self.out_proj);
+        f(&format!("{prefix}mlp.fc1"), &mut self.fc1);
+        f(&format!("{prefix}mlp.fc2"), &mut self.fc2);
+    }
+}
+
+/// `prefix` is where the tower sits, for example `vision_model.`; the layers follow as
+/// `encoder.layers.{i}.*`.
+impl<B: Backend> NamedLinears<B> for ClipVisionTower<B> {
+    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.for_each_linear(&format!("{prefix}encoder.layers.{i}."), f);
+        }
     }
 }

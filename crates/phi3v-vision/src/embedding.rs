@@ -13,7 +13,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
-use phi3v_nn::{AttentionBackend, Linear, Weights};
+use phi3v_nn::{AttentionBackend, Linear, NamedLinears, Weights};
 
 use crate::clip::ClipVisionTower;
 use crate::config::ClipVisionConfig;
@@ -198,4 +198,20 @@ pub fn merge_2x2<B: Backend>(features: Tensor<B, 3>) -> Tensor<B, 4> {
         .reshape([n, half, 2, half, 2, c])
         .permute([0, 1, 3, 2, 4, 5])
         .reshape([n, half, half, 4 * c])
+}
+
+/// `prefix` is where the embedding sits, normally `model.vision_embed_tokens.`.
+impl<B: Backend> NamedLinears<B> for ImageEmbedding<B> {
+    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
+        self.img_processor
+            .for_each_linear(&format!("{prefix}img_processor.vision_model."), f);
+        f(
+            &format!("{prefix}img_projection.0"),
+            &mut self.img_projection_0,
+        );
+        f(
+            &format!("{prefix}img_projection.2"),
+            &mut self.img_projection_2,
+        );
+    }
 }

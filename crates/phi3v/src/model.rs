@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use phi3_decoder::{ForwardOptions, Phi3Model};
-use phi3v_nn::AttentionBackend;
+use phi3v_nn::{AttentionBackend, NamedLinears};
 use phi3v_vision::ImageEmbedding;
 
 use crate::error::Phi3VError;
@@ -148,5 +148,16 @@ impl<B: AttentionBackend> Phi3V<B> {
             },
         )?;
         Ok(Phi3Model::loss(logits, labels))
+    }
+}
+
+/// Hugging Face names of the released checkpoint (`model.layers.*`, `lm_head`,
+/// `model.vision_embed_tokens.*`), so `prefix` is normally empty.
+impl<B: Backend> NamedLinears<B> for Phi3V<B> {
+    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut phi3v_nn::Linear<B>)) {
+        self.decoder.for_each_linear(prefix, f);
+        if let Some(vision) = &mut self.vision_embed_tokens {
+            vision.for_each_linear(&format!("{prefix}{}", crate::checkpoint::VISION_PREFIX), f);
+        }
     }
 }

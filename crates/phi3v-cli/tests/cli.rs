@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use phi3v_nn::Weights;
+use phi3v::nn::Weights;
 
 fn data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../phi3v/tests/data")
 }
 
 fn ckpt() -> PathBuf {

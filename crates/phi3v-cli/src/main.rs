@@ -1,4 +1,5 @@
-//! `phi3v`: run Phi-3-Vision checkpoints and make sample data, from the command line.
+//! `phi3v`: run Phi-3-Vision checkpoints, make sample data, fine-tune with LoRA, evaluate
+//! and merge adapters, from the command line.
 
 mod cli;
 
@@ -10,7 +11,7 @@ use phi3_decoder::{GenerateOptions, SamplingConfig};
 use phi3v::data::sample_data::SampleImageFormat;
 
 /// Phi-3-Vision in Rust: generate text about images, check a checkpoint against the
-/// Python reference, and make sample data.
+/// Python reference, make sample data, fine-tune, evaluate and merge adapters.
 ///
 /// A MODEL is a folder laid out as Hugging Face lays it out (config.json,
 /// preprocessor_config.json, tokenizer.json, safetensors single or sharded), or a model id
@@ -18,7 +19,8 @@ use phi3v::data::sample_data::SampleImageFormat;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
-    /// Tensor backend for generation (`logits` always runs f32 on the CPU).
+    /// Tensor backend for generation, training and evaluation (`logits` always runs f32 on
+    /// the CPU).
     #[arg(long, value_enum, default_value_t = BackendChoice::Flex, global = true)]
     backend: BackendChoice,
     #[command(subcommand)]
@@ -26,7 +28,7 @@ struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum BackendChoice {
+pub(crate) enum BackendChoice {
     /// CPU (pure Rust).
     Flex,
     /// GPU through wgpu (Vulkan, Metal, DX12); needs the `wgpu` feature.
@@ -104,11 +106,55 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SampleImageFormat::Png)]
         format: SampleImageFormat,
     },
+    /// Fine-tune with LoRA adapters on a product catalogue.
+    ///
+    /// Writes a run directory (config, metrics.jsonl, TensorBoard events, evaluation
+    /// tables, checkpoints, the PEFT adapter, summary.json and report.html). A run killed
+    /// at any point continues with --resume. Without --model a tiny random Phi-3-V is
+    /// trained (give --tokenizer); without --data a sample catalogue is generated.
+    Train(Box<phi3v_lora::cli::TrainArgs>),
+    /// Score a model, optionally with a PEFT adapter, on a catalogue's validation split:
+    /// generated answers against the truth and the trivial baselines.
+    Eval {
+        #[arg(long)]
+        model: String,
+        /// PEFT adapter directory (adapter_config.json + adapter_model.safetensors).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Catalogue file (parquet, CSV, JSON lines).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        num_crops: Option<usize>,
+        /// Validation items to generate answers for.
+        #[arg(long, default_value_t = 64)]
+        samples: usize,
+        #[arg(long, default_value_t = 0.15)]
+        val_fraction: f64,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// Folder for eval.json.
+        #[arg(long, default_value = "eval")]
+        out: PathBuf,
+    },
+    /// Fold a PEFT adapter into a checkpoint: a full model in the Hugging Face layout.
+    ///
+    /// Tensors the adapter does not touch are copied as stored (bf16 stays bf16); shards,
+    /// index and side files keep their layout.
+    Merge {
+        /// Base checkpoint folder.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        adapter: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Generate {
             model,
             prompt,
@@ -136,14 +182,14 @@ fn main() -> ExitCode {
                 },
                 print_ids,
             };
-            run_generate(cli.backend, request)
+            run_generate(cli.backend, request).map_err(Into::into)
         }
         Command::Logits {
             model,
             prompt,
             image,
             out,
-        } => cli::logits::run(&model, &prompt, &image, &out),
+        } => cli::logits::run(&model, &prompt, &image, &out).map_err(Into::into),
         Command::SampleData {
             rows,
             seed,
@@ -158,7 +204,41 @@ fn main() -> ExitCode {
             faults,
             image_size,
             format,
-        }),
+        })
+        .map_err(Into::into),
+        Command::Train(args) => cli::train::run(cli.backend, &args).map_err(Into::into),
+        Command::Eval {
+            model,
+            adapter,
+            data,
+            num_crops,
+            samples,
+            val_fraction,
+            max_new_tokens,
+            out,
+        } => cli::train::eval(
+            cli.backend,
+            &phi3v_lora::job::EvalJob {
+                model,
+                adapter,
+                data,
+                split: phi3v::data::split::SplitConfig {
+                    seed: 42,
+                    validation_fraction: val_fraction,
+                },
+                num_crops,
+                samples,
+                batch_size: 8,
+                max_new_tokens,
+                out,
+            },
+        )
+        .map_err(Into::into),
+        Command::Merge {
+            model,
+            adapter,
+            out,
+        } => cli::train::merge(&model, &adapter, &out).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

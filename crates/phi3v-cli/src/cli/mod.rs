@@ -4,3 +4,4 @@ pub mod generate;
 pub mod logits;
 pub mod sample;
 pub mod session;
+pub mod train;

@@ -1,0 +1,239 @@
+//! Command-line flags of a fine-tuning job, shared by `phi3v train` and
+//! `examples/finetune_burberry` so both accept the same flags with the same meaning.
+//!
+//! Defaults depend on the model: with `--model` they are the reference recipe (lr 4e-5,
+//! 50 warmup steps, accumulation 16, rank 64, every target including the vision tower);
+//! without it a tiny random model trains on the sample catalogue with settings that make it
+//! learn in minutes on a CPU. Every flag overrides its preset.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use phi3v::data::split::SplitConfig;
+use phi3v_nn::LoraConfig;
+
+use crate::job::{DataSource, JobConfig, ModelSource};
+use crate::optim::ScheduleKind;
+use crate::targets::{AdapterPlan, VISION_TARGETS};
+use crate::tiny::TinySpec;
+use crate::trainer::TrainConfig;
+
+/// Flags of a fine-tuning run.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Base model: a Hugging Face checkpoint folder or a cached model id. Without it a tiny
+    /// random Phi-3-V is written to RUN_DIR/base-model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// `tokenizer.json` for the tiny random model (the Phi-3 vocabulary).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// A catalogue (parquet, CSV, JSON lines) with the Burberry columns, e.g. the Burberry
+    /// parquet. Without it a synthetic catalogue is generated into RUN_DIR/sample-data.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Rows of the generated sample catalogue.
+    #[arg(long, default_value_t = 360)]
+    pub sample_rows: usize,
+    /// Where the run writes its config, metrics, checkpoints, adapter and report.
+    #[arg(long, default_value = "runs/finetune")]
+    pub run_dir: PathBuf,
+    /// Continue from the newest checkpoint in RUN_DIR.
+    #[arg(long)]
+    pub resume: bool,
+    /// Crops of the HD image transform (overrides the model's preprocessor config).
+    #[arg(long)]
+    pub num_crops: Option<usize>,
+    /// Optimizer updates.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha (default 2 x rank).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    #[arg(long)]
+    pub lora_dropout: Option<f64>,
+    /// Keep the vision tower and projection frozen (no adapters there).
+    #[arg(long)]
+    pub freeze_vision: bool,
+    /// Train the image projection in full instead of adapting it (default: true for the
+    /// tiny random model, whose random projection must be learnt; false with --model).
+    #[arg(long)]
+    pub full_projection: Option<bool>,
+    /// Also adapt lm_head.
+    #[arg(long)]
+    pub lm_head: Option<bool>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleKind>,
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Global gradient-norm clip (0 disables).
+    #[arg(long)]
+    pub max_grad_norm: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Evaluate every N updates (and at the end).
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Validation answers generated and scored per evaluation.
+    #[arg(long)]
+    pub eval_samples: Option<usize>,
+    /// Checkpoint every N updates (and at every evaluation and the end).
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Log training metrics every N updates.
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Checkpoints kept besides the best.
+    #[arg(long, default_value_t = 2)]
+    pub keep_last: usize,
+    /// Share of products held out for validation.
+    #[arg(long, default_value_t = 0.15)]
+    pub val_fraction: f64,
+    /// Skip TensorBoard event files.
+    #[arg(long)]
+    pub no_tensorboard: bool,
+}
+
+impl clap::ValueEnum for ScheduleKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            ScheduleKind::Linear,
+            ScheduleKind::Cosine,
+            ScheduleKind::Constant,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            ScheduleKind::Linear => "linear",
+            ScheduleKind::Cosine => "cosine",
+            ScheduleKind::Constant => "constant",
+        }))
+    }
+}
+
+/// The preset for the tiny random model on sample data: a high learning rate and every
+/// layer adapted (the random base knows nothing, so the adapters must carry everything).
+fn tiny_preset() -> TrainConfig {
+    let mut plan = AdapterPlan::reference(true, false);
+    plan.lora = LoraConfig {
+        rank: 16,
+        alpha: 32.0,
+        ..LoraConfig::default()
+    };
+    TrainConfig {
+        plan,
+        learning_rate: 3e-3,
+        schedule: ScheduleKind::Cosine,
+        warmup_steps: 20,
+        steps: 300,
+        batch_size: 8,
+        grad_accum: 1,
+        eval_every: 100,
+        eval_samples: 48,
+        checkpoint_every: 50,
+        max_new_tokens: 40,
+        log_every: 10,
+        ..TrainConfig::default()
+    }
+}
+
+impl TrainArgs {
+    /// The job these flags describe.
+    pub fn job(&self) -> Result<JobConfig, crate::LoraError> {
+        let model = match (&self.model, &self.tokenizer) {
+            (Some(m), _) => ModelSource::Pretrained(m.clone()),
+            (None, Some(t)) => ModelSource::Tiny {
+                spec: TinySpec {
+                    seed: self.seed,
+                    ..TinySpec::default()
+                },
+                tokenizer: t.clone(),
+            },
+            (None, None) => {
+                return Err(crate::LoraError::Config(
+                    "give --model DIR, or --tokenizer tokenizer.json for a tiny random model"
+                        .into(),
+                ))
+            }
+        };
+        let mut train = if self.model.is_some() {
+            TrainConfig::default()
+        } else {
+            tiny_preset()
+        };
+        let plan = &mut train.plan;
+        if let Some(r) = self.lora_rank {
+            plan.lora.rank = r;
+            plan.lora.alpha = 2.0 * r as f64;
+        }
+        if let Some(a) = self.lora_alpha {
+            plan.lora.alpha = a;
+        }
+        if let Some(d) = self.lora_dropout {
+            plan.lora.dropout = d;
+        }
+        let lm_head = self
+            .lm_head
+            .unwrap_or(plan.targets.iter().any(|t| t == "lm_head"));
+        let lora = plan.lora.clone();
+        *plan = AdapterPlan::reference(lm_head, self.freeze_vision);
+        plan.lora = lora;
+        if self.full_projection.unwrap_or(self.model.is_none()) && !self.freeze_vision {
+            plan.targets.retain(|t| !t.starts_with("img_projection"));
+            plan.full = VISION_TARGETS
+                .iter()
+                .filter(|t| t.starts_with("img_projection"))
+                .map(|t| t.to_string())
+                .collect();
+        }
+        set(&mut train.learning_rate, self.lr);
+        set(&mut train.schedule, self.schedule);
+        set(&mut train.warmup_steps, self.warmup_steps);
+        set(&mut train.steps, self.steps);
+        set(&mut train.batch_size, self.batch_size);
+        set(&mut train.grad_accum, self.grad_accum);
+        set(&mut train.max_grad_norm, self.max_grad_norm);
+        set(&mut train.eval_every, self.eval_every);
+        set(&mut train.eval_samples, self.eval_samples);
+        set(&mut train.checkpoint_every, self.checkpoint_every);
+        set(&mut train.log_every, self.log_every);
+        train.keep_last = self.keep_last;
+        train.seed = self.seed;
+        train.tensorboard = !self.no_tensorboard;
+        let data = match &self.data {
+            Some(path) => DataSource::Catalogue(path.clone()),
+            None => DataSource::Sample {
+                rows: self.sample_rows,
+                seed: self.seed,
+            },
+        };
+        Ok(JobConfig {
+            model,
+            data,
+            run_dir: self.run_dir.clone(),
+            train,
+            split: SplitConfig {
+                seed: 42,
+                validation_fraction: self.val_fraction,
+            },
+            num_crops: self.num_crops,
+            max_len: None,
+            resume: self.resume,
+        })
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
