@@ -90,8 +90,12 @@ def with_adapter(base, adapter):
     """
     model = PeftModel.from_pretrained(ref.build(base), adapter).eval()
     stored = load_file(os.path.join(adapter, "adapter_model.safetensors"))
+    # LoRA factors, and the layers trained in full (`modules_to_save`, saved without their
+    # `modules_to_save.default.` infix).
     params = {
-        n.replace(".default.", "."): p for n, p in model.named_parameters() if ".lora_" in n
+        n.replace("modules_to_save.default.", "").replace(".default.", "."): p
+        for n, p in model.named_parameters()
+        if ".lora_" in n or "modules_to_save.default." in n
     }
     unused, missing = sorted(set(stored) - set(params)), sorted(set(params) - set(stored))
     # Phi-3-V runs CLIP to its second-to-last layer, so the last layer's adapters change no
