@@ -37,21 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 INPUTS = os.path.join(ROOT, "crates", "phi3v-lora", "tests", "data", "lora_step", "inputs.safetensors")
 RANK, ALPHA = 16, 32
-TARGETS = [
-    "qkv_proj",
-    "o_proj",
-    "gate_up_proj",
-    "down_proj",
-    "lm_head",
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "out_proj",
-    "fc1",
-    "fc2",
-    "img_projection.0",
-    "img_projection.2",
-]
+TARGETS = ref.LORA_TARGETS
 LR, BETAS, EPS, WEIGHT_DECAY, MAX_GRAD_NORM = 1e-4, (0.9, 0.95), 1e-7, 0.01, 1.0
 
 

@@ -63,21 +63,7 @@ IGNORE_INDEX = -100
 
 RANK = 4
 ALPHA = 8
-TARGETS = [
-    "qkv_proj",
-    "o_proj",
-    "gate_up_proj",
-    "down_proj",
-    "lm_head",
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "out_proj",
-    "fc1",
-    "fc2",
-    "img_projection.0",
-    "img_projection.2",
-]
+TARGETS = ref.LORA_TARGETS
 B_STD = 0.02
 LR = 1e-3
 BETAS = (0.9, 0.95)

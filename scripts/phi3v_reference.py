@@ -53,6 +53,22 @@ CLIP_L14_336 = {
 }
 # Tensors a checkpoint may carry that the module does not have.
 IGNORED_KEYS = {"model.vision_embed_tokens.wte.weight"}  # alias of model.embed_tokens.weight
+# The reference recipe's LoRA targets (docs section 6), vision tower and lm_head included.
+LORA_TARGETS = [
+    "qkv_proj",
+    "o_proj",
+    "gate_up_proj",
+    "down_proj",
+    "lm_head",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "out_proj",
+    "fc1",
+    "fc2",
+    "img_projection.0",
+    "img_projection.2",
+]
 
 
 class ImgProcessor(torch.nn.Module):

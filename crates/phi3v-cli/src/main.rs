@@ -253,22 +253,7 @@ fn run_generate(
     backend: BackendChoice,
     request: cli::generate::Request,
 ) -> Result<(), phi3v::Phi3VError> {
-    match backend {
-        BackendChoice::Flex => {
-            cli::generate::run::<burn::backend::Flex>(request, Default::default())
-        }
-        #[cfg(feature = "wgpu")]
-        BackendChoice::Wgpu => {
-            cli::generate::run::<burn::backend::Wgpu>(request, Default::default())
-        }
-        #[cfg(feature = "cuda")]
-        BackendChoice::Cuda => {
-            cli::generate::run::<burn::backend::Cuda>(request, Default::default())
-        }
-        #[allow(unreachable_patterns)]
-        other => Err(phi3v::Phi3VError::Input(format!(
-            "--backend {other:?} is not compiled in: rebuild with `--features {}`",
-            format!("{other:?}").to_lowercase()
-        ))),
-    }
+    with_backend!(backend, phi3v::Phi3VError::Input, B => {
+        cli::generate::run::<B>(request, Default::default())
+    })
 }

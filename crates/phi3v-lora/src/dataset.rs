@@ -19,6 +19,7 @@ use phi3v::data::sample::{
     generation_example, training_example, GenerationExample, TrainingExample,
 };
 use phi3v::data::tokenize::Phi3Tokenizer;
+use phi3v::data::DataError;
 use phi3v::ImageInput;
 
 use crate::answer::Truth;
@@ -155,13 +156,12 @@ impl TaskData {
         indices: &[usize],
         device: &B::Device,
     ) -> Result<BatchTensors<B>, LoraError> {
-        let images = self.images(indices)?;
-        let samples: Vec<SampleRef<'_>> = indices
-            .iter()
-            .zip(&images)
-            .map(|(&i, img)| SampleRef::training(&self.items[i].example, std::slice::from_ref(img)))
-            .collect();
-        Ok(to_tensors(&collate_training(&samples)?, device))
+        self.batch(
+            indices,
+            device,
+            |item, image| SampleRef::training(&item.example, image),
+            collate_training,
+        )
     }
 
     /// A left-padded generation batch of the items at `indices`.
@@ -170,23 +170,36 @@ impl TaskData {
         indices: &[usize],
         device: &B::Device,
     ) -> Result<BatchTensors<B>, LoraError> {
-        let images = self.images(indices)?;
+        self.batch(
+            indices,
+            device,
+            |item, image| SampleRef::generation(&item.prompt, image),
+            collate_generation,
+        )
+    }
+
+    /// Collates the items at `indices`, each as `sample` makes it, with `collate`.
+    fn batch<B: Backend>(
+        &self,
+        indices: &[usize],
+        device: &B::Device,
+        sample: impl for<'s> Fn(&'s TaskItem, &'s [ProcessedImage]) -> SampleRef<'s>,
+        collate: fn(&[SampleRef<'_>]) -> Result<Batch, DataError>,
+    ) -> Result<BatchTensors<B>, LoraError> {
+        let images: Vec<ProcessedImage> = indices
+            .iter()
+            .map(|&i| self.image(i))
+            .collect::<Result<_, _>>()?;
         let samples: Vec<SampleRef<'_>> = indices
             .iter()
             .zip(&images)
-            .map(|(&i, img)| {
-                SampleRef::generation(&self.items[i].prompt, std::slice::from_ref(img))
-            })
+            .map(|(&i, img)| sample(&self.items[i], std::slice::from_ref(img)))
             .collect();
-        Ok(to_tensors(&collate_generation(&samples)?, device))
-    }
-
-    fn images(&self, indices: &[usize]) -> Result<Vec<ProcessedImage>, LoraError> {
-        indices.iter().map(|&i| self.image(i)).collect()
+        Ok(to_tensors(&collate(&samples)?, device))
     }
 }
 
-fn in_row(row: usize, e: phi3v::data::DataError) -> LoraError {
+fn in_row(row: usize, e: DataError) -> LoraError {
     LoraError::Config(format!("catalogue row {row}: {e}"))
 }
 

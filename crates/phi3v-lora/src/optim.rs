@@ -147,11 +147,20 @@ impl Schedule {
 /// The global L2 norm of `grads`, and the factor PyTorch's `clip_grad_norm_` multiplies
 /// them by (`min(1, max_norm / (norm + 1e-6))`; 1 when `max_norm` is 0, no clipping).
 pub fn clip_factor<B: Backend>(grads: &[Tensor<B, 1>], max_norm: f64) -> (f64, f64) {
-    let squares: f64 = grads
+    // One read-back for all tensors: the per-tensor sums stay on the device.
+    let sums: Vec<Tensor<B, 1>> = grads
         .iter()
-        .map(|g| g.clone().powi_scalar(2).sum().into_scalar().elem::<f64>())
-        .sum();
-    let norm = squares.sqrt();
+        .map(|g| g.clone().powi_scalar(2).sum())
+        .collect();
+    let norm = if sums.is_empty() {
+        0.0
+    } else {
+        Tensor::cat(sums, 0)
+            .sum()
+            .into_scalar()
+            .elem::<f64>()
+            .sqrt()
+    };
     let factor = if max_norm > 0.0 {
         (max_norm / (norm + 1e-6)).min(1.0)
     } else {

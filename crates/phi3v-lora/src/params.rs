@@ -102,15 +102,3 @@ pub fn for_each_trainable<B: Backend, M: NamedLinears<B>>(
         }
     });
 }
-
-/// Names and element counts of the trainable tensors.
-pub fn trainable_summary<B: Backend, M: NamedLinears<B> + Clone>(
-    model: &M,
-    full: &[String],
-) -> Vec<(String, usize)> {
-    let mut out = Vec::new();
-    for_each_trainable(&mut model.clone(), full, &mut |name, slot| {
-        out.push((name.to_string(), slot.shape().iter().product()));
-    });
-    out
-}

@@ -264,21 +264,3 @@ pub fn import_peft<B: Backend, M: NamedLinears<B>>(
     }
     Ok(config)
 }
-
-/// The plan that made an imported adapter (for continuing training or exporting again).
-pub fn plan_from_config(config: &PeftConfig) -> AdapterPlan {
-    AdapterPlan {
-        lora: phi3v_nn::LoraConfig {
-            rank: config.r,
-            alpha: if config.use_rslora {
-                config.scale() * config.r as f64
-            } else {
-                config.lora_alpha
-            },
-            dropout: config.lora_dropout,
-            init: phi3v_nn::LoraInit::Gaussian,
-        },
-        targets: config.target_modules.clone(),
-        full: config.modules_to_save.clone().unwrap_or_default(),
-    }
-}

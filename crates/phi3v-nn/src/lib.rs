@@ -16,5 +16,5 @@ pub use attention::{
 };
 pub use linear::Linear;
 pub use lora::{LoraAdapter, LoraConfig, LoraInit};
-pub use named::{linear_names, NamedLinears};
+pub use named::NamedLinears;
 pub use weights::{Weights, WeightsError};

@@ -17,13 +17,3 @@ pub trait NamedLinears<B: Backend> {
     /// `model.layers.3.self_attn.qkv_proj`) and the layer, for every linear layer.
     fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>));
 }
-
-/// The names of every linear layer of `module`, in visiting order.
-pub fn linear_names<B: Backend, M: NamedLinears<B> + Clone>(module: &M) -> Vec<String> {
-    let mut names = Vec::new();
-    // Cloning a burn module shares its tensors, so this costs no weight copies.
-    module
-        .clone()
-        .for_each_linear("", &mut |name, _| names.push(name.to_string()));
-    names
-}

@@ -266,25 +266,12 @@ impl Weights {
     /// bf16, f16, f32 and f64 are accepted; any other dtype is an error naming the tensor.
     pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightsError> {
         let (entry, path, bytes) = self.checked(name, expected)?;
-        let values = match entry.dtype {
-            Dtype::F32 => decode(bytes, f32::from_le_bytes),
-            Dtype::F64 => decode(bytes, |b: [u8; 8]| f64::from_le_bytes(b) as f32),
-            Dtype::BF16 => decode(bytes, |b: [u8; 2]| {
-                half::bf16::from_bits(u16::from_le_bytes(b)).to_f32()
-            }),
-            Dtype::F16 => decode(bytes, |b: [u8; 2]| {
-                half::f16::from_bits(u16::from_le_bytes(b)).to_f32()
-            }),
-            other => {
-                return Err(WeightsError::Dtype {
-                    name: name.to_string(),
-                    path: path.clone(),
-                    dtype: format!("{other:?}"),
-                    wanted: "a float (bf16, f16, f32, f64)",
-                })
-            }
-        };
-        Ok(values)
+        decode_float(entry.dtype, bytes).ok_or_else(|| WeightsError::Dtype {
+            name: name.to_string(),
+            path: path.clone(),
+            dtype: format!("{:?}", entry.dtype),
+            wanted: "a float (bf16, f16, f32, f64)",
+        })
     }
 
     /// Reads an integer tensor (i64 or i32) as `i64` values, checking its shape.
@@ -346,6 +333,22 @@ impl Weights {
             .filter(|n| !used.contains(n))
             .collect()
     }
+}
+
+/// Little-endian float bytes of `dtype` (bf16, f16, f32, f64) as `f32`; `None` for any other
+/// dtype.
+pub fn decode_float(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => decode(bytes, f32::from_le_bytes),
+        Dtype::F64 => decode(bytes, |b: [u8; 8]| f64::from_le_bytes(b) as f32),
+        Dtype::BF16 => decode(bytes, |b: [u8; 2]| {
+            half::bf16::from_bits(u16::from_le_bytes(b)).to_f32()
+        }),
+        Dtype::F16 => decode(bytes, |b: [u8; 2]| {
+            half::f16::from_bits(u16::from_le_bytes(b)).to_f32()
+        }),
+        _ => return None,
+    })
 }
 
 fn decode<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {

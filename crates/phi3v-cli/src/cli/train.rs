@@ -9,36 +9,11 @@ use phi3v_lora::LoraError;
 
 use crate::BackendChoice;
 
-/// Runs `f` with the chosen backend type, or says which feature it needs.
-macro_rules! with_backend {
-    ($choice:expr, $B:ident => $body:expr) => {
-        match $choice {
-            BackendChoice::Flex => {
-                type $B = burn::backend::Flex;
-                $body
-            }
-            #[cfg(feature = "wgpu")]
-            BackendChoice::Wgpu => {
-                type $B = burn::backend::Wgpu;
-                $body
-            }
-            #[cfg(feature = "cuda")]
-            BackendChoice::Cuda => {
-                type $B = burn::backend::Cuda;
-                $body
-            }
-            #[allow(unreachable_patterns)]
-            other => Err(LoraError::Config(format!(
-                "--backend {other:?} is not compiled in: rebuild with `--features {}`",
-                format!("{other:?}").to_lowercase()
-            ))),
-        }
-    };
-}
-
 pub fn run(backend: BackendChoice, args: &TrainArgs) -> Result<(), LoraError> {
     let job = args.job()?;
-    let summary = with_backend!(backend, B => run_job::<Autodiff<B>>(&job, Default::default()))?;
+    let summary = crate::with_backend!(backend, LoraError::Config, B => {
+        run_job::<Autodiff<B>>(&job, Default::default())
+    })?;
     println!(
         "{}",
         serde_json::to_string_pretty(&summary).unwrap_or_default()
@@ -48,7 +23,9 @@ pub fn run(backend: BackendChoice, args: &TrainArgs) -> Result<(), LoraError> {
 }
 
 pub fn eval(backend: BackendChoice, job: &EvalJob) -> Result<(), LoraError> {
-    let report = with_backend!(backend, B => run_eval::<B>(job, Default::default()))?;
+    let report = crate::with_backend!(backend, LoraError::Config, B => {
+        run_eval::<B>(job, Default::default())
+    })?;
     let (m, b) = (&report.metrics.scores, &report.baselines.scores);
     println!("validation loss     {:.4}", report.metrics.val_loss);
     println!(
