@@ -17,24 +17,39 @@
 //! placeholders, 28 answer labels, one 2x2-crop image of 5 tiles of 3x56x56) repeated 8 times
 //! (and once, for batch 1). Throughput counts every position of the batch (8 x 67 = 536).
 //!
-//! Peak memory is not something criterion measures; see docs/benchmarks.md for the
-//! `/usr/bin/time -v` run of this binary.
+//! Variants (criterion ids `training_step_{backend}/{variant}`):
+//! - `batch1_seq67`, `batch8_seq67`: the configuration above, f32, compared with PyTorch;
+//! - `batch8_seq67_bf16_base`: the frozen base's matrices in bf16, adapters f32;
+//! - `batch8_seq67_checkpointing`: gradient checkpointing by decoder layer
+//!   (`phi3v_lora::checkpointing`);
+//! - `wide_batch8_seq67{,_bf16_base,_checkpointing}`: the same three on a wider model
+//!   (hidden 512, MLP 1536, 4 layers, 8 heads: 47M parameters, 46M of them frozen matrices),
+//!   where the base, not the logits, dominates the memory.
+//!
+//! Each variant sets itself up on first use, so a criterion filter naming one variant
+//! (`-- --exact training_step_flex/wide_batch8_seq67_bf16_base`) runs only that one, and
+//! the process's peak memory is that variant's. Criterion does not measure memory; see
+//! docs/benchmarks.md for the `/usr/bin/time -v` runs of this binary.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use burn::backend::Autodiff;
+use burn::tensor::{ElementConversion, FloatDType, Int, Tensor, TensorData};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use phi3v::{ImageInput, ModelDir, Phi3V};
+use phi3v_lora::checkpointing::{checkpointed_backward, MicroBatch};
 use phi3v_lora::optim::{AdamW, AdamWConfig};
 use phi3v_lora::tiny::TinySpec;
 use phi3v_lora::trainer::{apply_gradients, GradientSum};
 use phi3v_lora::AdapterPlan;
 use phi3v_nn::{LoraConfig, Weights};
-use phi3v_suite::backend::{SelectedAutodiff, NAME};
+use phi3v_suite::backend::{Selected, NAME};
 
-type B = SelectedAutodiff;
+type B = Autodiff<Selected>;
+type Inner = Selected;
 type Device = burn::tensor::Device<B>;
 
 const RANK: usize = 16;
@@ -53,15 +68,31 @@ fn model_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target/bench-tiny-phi3v"))
 }
 
-/// The tiny model with fresh adapters; the base is frozen.
-fn model(dir: &Path, device: &Device) -> Phi3V<B> {
+/// The wider model of the `wide_` variants.
+fn wide_spec() -> TinySpec {
+    TinySpec {
+        hidden_size: 512,
+        intermediate_size: 1536,
+        num_hidden_layers: 4,
+        num_attention_heads: 8,
+        ..TinySpec::default()
+    }
+}
+
+/// The model written to `dir` with fresh adapters, its base frozen and its matrices in
+/// `matrix_dtype`.
+fn model(
+    spec: &TinySpec,
+    dir: &Path,
+    matrix_dtype: Option<FloatDType>,
+    device: &Device,
+) -> Phi3V<B> {
     let tokenizer = root().join("crates/phi3v-data/tests/data/tokenizer/tokenizer.json");
-    TinySpec::default()
-        .write(dir, &tokenizer)
+    spec.write(dir, &tokenizer)
         .expect("write the tiny checkpoint");
     let resolved = ModelDir::resolve(dir.to_str().expect("UTF-8 path")).expect("model folder");
     let model = resolved
-        .load_model::<B>(device)
+        .load_model_with_matrices::<B>(device, matrix_dtype)
         .expect("load the tiny checkpoint");
     let mut model = burn::module::Module::no_grad(model);
     let mut plan = AdapterPlan::reference(true, false);
@@ -71,8 +102,12 @@ fn model(dir: &Path, device: &Device) -> Phi3V<B> {
         ..LoraConfig::default()
     };
     let adapted = plan.apply(&mut model, device).expect("adapter plan");
-    // 2 x 4 decoder layers, lm_head, 2 x 6 CLIP layers (the third is not run), 2 projections.
-    assert_eq!(adapted.len(), 23, "adapted modules: {adapted:?}");
+    // 4 per decoder layer, lm_head, 2 x 6 CLIP layers (the third is not run), 2 projections.
+    assert_eq!(
+        adapted.len(),
+        4 * spec.num_hidden_layers + 15,
+        "adapted modules: {adapted:?}"
+    );
     model
 }
 
@@ -131,63 +166,146 @@ fn batch(batch: usize, device: &Device) -> Batch {
     }
 }
 
-type Inner = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
-
-/// Forward, loss, backward, gradient collection, clipping and AdamW. Returns the loss (not
-/// read back) and the gradient norm before clipping (read back, which also waits for the
-/// device on GPU backends).
-fn step(model: &mut Phi3V<B>, optimizer: &mut AdamW<Inner>, b: &Batch) -> (Tensor<Inner, 1>, f64) {
-    let loss = model
-        .loss(b.ids.clone(), Some(&b.images), None, b.labels.clone())
-        .expect("loss");
-    let value = loss.clone().inner();
+/// Forward, loss, backward (recomputing each decoder layer when `checkpointing`), gradient
+/// collection, clipping and AdamW. Returns the loss and the gradient norm before clipping
+/// (both read back, which also waits for the device on GPU backends).
+fn step(
+    model: &mut Phi3V<B>,
+    optimizer: &mut AdamW<Inner>,
+    b: &Batch,
+    checkpointing: bool,
+) -> (f64, f64) {
     let mut grads = GradientSum::<B>::default();
-    grads.add(model, &[], loss);
+    let loss = if checkpointing {
+        let micro = MicroBatch {
+            input_ids: b.ids.clone(),
+            images: Some(&b.images),
+            attention_mask: None,
+            labels: b.labels.clone(),
+        };
+        checkpointed_backward(model, &[], &mut grads, micro, 1.0).expect("checkpointed step")
+    } else {
+        let loss = model
+            .loss(b.ids.clone(), Some(&b.images), None, b.labels.clone())
+            .expect("loss");
+        let value: f64 = loss.clone().into_scalar().elem();
+        grads.add(model, &[], loss);
+        value
+    };
     let norm = apply_gradients(model, &[], optimizer, grads, LR, MAX_GRAD_NORM);
-    (value, norm)
+    (loss, norm)
 }
 
-/// The process's peak resident set so far (`VmHWM`, Linux), for the log.
+/// The process's peak (`VmHWM`) and current (`VmRSS`) resident set, for the log (Linux).
 fn peak_rss() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l[6..].trim().to_string())
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map_or("unknown".to_string(), |v| v.trim().to_string())
+    };
+    format!("{} (current {})", field("VmHWM:"), field("VmRSS:"))
+}
+
+/// A model, its optimizer and a batch, ready to step.
+struct Setup {
+    model: Phi3V<B>,
+    optimizer: AdamW<Inner>,
+    input: Batch,
+}
+
+/// One bench variant: set up on first use (so a filtered-out variant allocates nothing),
+/// checked by a first step, then timed.
+fn variant(
+    group: &mut BenchmarkGroup<WallTime>,
+    name: &str,
+    spec: &TinySpec,
+    dir: &Path,
+    size: usize,
+    matrix_dtype: Option<FloatDType>,
+    checkpointing: bool,
+) {
+    let device = Default::default();
+    let tokens = (size * 67) as u64;
+    let mut setup: Option<Setup> = None;
+    group.throughput(Throughput::Elements(tokens));
+    group.bench_function(name, |bencher| {
+        let s = setup.get_or_insert_with(|| {
+            let mut model = model(spec, dir, matrix_dtype, &device);
+            let mut optimizer = AdamW::new(AdamWConfig::default());
+            let input = batch(size, &device);
+            assert_eq!(input.tokens as u64, tokens);
+            eprintln!("{name}: peak RSS after loading the model {}", peak_rss());
+            let (loss, norm) = step(&mut model, &mut optimizer, &input, checkpointing);
+            assert!(
+                loss.is_finite() && norm.is_finite(),
+                "loss {loss}, gradient norm {norm}"
+            );
+            eprintln!("{name}: first step loss {loss:.4}, gradient norm {norm:.4}");
+            Setup {
+                model,
+                optimizer,
+                input,
+            }
+        });
+        bencher.iter(|| {
+            black_box(step(
+                &mut s.model,
+                &mut s.optimizer,
+                &s.input,
+                checkpointing,
+            ))
         })
-        .unwrap_or_else(|| "unknown".into())
+    });
+    if setup.is_some() {
+        eprintln!("{name}: peak RSS after the bench {}", peak_rss());
+    }
 }
 
 fn bench(c: &mut Criterion) {
-    let device = Default::default();
-    let dir = model_dir();
     let mut group = c.benchmark_group(format!("training_step_{NAME}"));
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(10));
-    // Batch 1 first, so the peak printed after it is its own.
-    for size in [1, 8] {
-        let mut model = model(&dir, &device);
-        let mut optimizer = AdamW::new(AdamWConfig::default());
-        let input = batch(size, &device);
-        eprintln!(
-            "batch {size}: peak RSS after loading the model {}",
-            peak_rss()
-        );
-        let (loss, norm) = step(&mut model, &mut optimizer, &input);
-        let loss: f32 = loss.into_scalar().elem();
-        assert!(
-            loss.is_finite() && norm.is_finite(),
-            "loss {loss}, gradient norm {norm}"
-        );
-        eprintln!("batch {size}: first step loss {loss:.4}, gradient norm {norm:.4}");
-        group.throughput(Throughput::Elements(input.tokens as u64));
-        group.bench_function(format!("batch{size}_seq67"), |bencher| {
-            bencher.iter(|| black_box(step(&mut model, &mut optimizer, &input)))
-        });
-        eprintln!("batch {size}: peak RSS after the bench {}", peak_rss());
+    let bf16 = Some(FloatDType::BF16);
+    let (tiny, tiny_dir) = (TinySpec::default(), model_dir());
+    let (wide, wide_dir) = (wide_spec(), root().join("target/bench-wide-phi3v"));
+    // (name, model, batch size, base matrices, checkpointing). Batch 1 first, so the peak
+    // printed after it is its own.
+    let variants = [
+        ("batch1_seq67", &tiny, &tiny_dir, 1, None, false),
+        ("batch8_seq67", &tiny, &tiny_dir, 8, None, false),
+        ("batch8_seq67_bf16_base", &tiny, &tiny_dir, 8, bf16, false),
+        (
+            "batch8_seq67_checkpointing",
+            &tiny,
+            &tiny_dir,
+            8,
+            None,
+            true,
+        ),
+        ("wide_batch8_seq67", &wide, &wide_dir, 8, None, false),
+        (
+            "wide_batch8_seq67_bf16_base",
+            &wide,
+            &wide_dir,
+            8,
+            bf16,
+            false,
+        ),
+        (
+            "wide_batch8_seq67_checkpointing",
+            &wide,
+            &wide_dir,
+            8,
+            None,
+            true,
+        ),
+    ];
+    for (name, spec, dir, size, matrices, checkpointing) in variants {
+        variant(&mut group, name, spec, dir, size, matrices, checkpointing);
     }
     group.finish();
 }

@@ -68,13 +68,12 @@ fn main() -> ExitCode {
 }
 
 fn run(backend: Backend, job: &JobConfig) -> Result<RunSummary, LoraError> {
-    use burn::backend::Autodiff;
     match backend {
-        Backend::Flex => run_job::<Autodiff<burn::backend::Flex>>(job, Default::default()),
+        Backend::Flex => run_job::<burn::backend::Flex>(job, Default::default()),
         #[cfg(feature = "wgpu")]
-        Backend::Wgpu => run_job::<Autodiff<burn::backend::Wgpu>>(job, Default::default()),
+        Backend::Wgpu => run_job::<burn::backend::Wgpu>(job, Default::default()),
         #[cfg(feature = "cuda")]
-        Backend::Cuda => run_job::<Autodiff<burn::backend::Cuda>>(job, Default::default()),
+        Backend::Cuda => run_job::<burn::backend::Cuda>(job, Default::default()),
         #[allow(unreachable_patterns)]
         other => Err(LoraError::Config(format!(
             "--backend {other:?} is not compiled in: add `--features {}`",

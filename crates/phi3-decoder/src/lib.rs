@@ -39,5 +39,5 @@ pub use cache::KvCache;
 pub use config::{Phi3Config, RopeScaling};
 pub use error::DecoderError;
 pub use generate::{generate, generate_from_embeds, GenerateOptions};
-pub use model::{ForwardOptions, Phi3Model, IGNORE_INDEX};
+pub use model::{ForwardOptions, LayerContext, Phi3Model, IGNORE_INDEX};
 pub use sampling::{Sampler, SamplingConfig};

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Distribution, FloatDType, Int, Tensor};
 
 use phi3v_nn::{AttentionBackend, AttentionKernel, AttentionMask, Linear, NamedLinears, Weights};
 
@@ -92,7 +92,7 @@ impl<B: Backend> Phi3Model<B> {
     ) -> Result<Self, DecoderError> {
         config.validate()?;
         let (v, h) = (config.vocab_size, config.hidden_size);
-        let embed = weights.tensor::<B, 2>("model.embed_tokens.weight", [v, h], device)?;
+        let embed = weights.matrix::<B>("model.embed_tokens.weight", [v, h], device)?;
         let lm_head = if weights.contains("lm_head.weight") || !config.tie_word_embeddings {
             Linear::load(weights, "lm_head", h, v, false, device)?
         } else {
@@ -137,13 +137,20 @@ impl<B: Backend> Phi3Model<B> {
         self
     }
 
-    /// Looks up token embeddings.
+    /// Looks up token embeddings, in the activations' dtype (the norms' dtype, which may
+    /// differ from a bf16 table's).
     ///
     /// # Shapes
     /// - `ids`: `[batch, seq]`, each in `0..vocab`
     /// - returns `[batch, seq, hidden]`
     pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        burn::tensor::module::embedding(self.embed_tokens.val(), ids)
+        let x = burn::tensor::module::embedding(self.embed_tokens.val(), ids);
+        let dtype = self.norm.weight.dtype();
+        if x.dtype() == dtype {
+            x
+        } else {
+            x.cast(FloatDType::from(dtype))
+        }
     }
 
     /// Logits from final hidden states.
@@ -186,25 +193,31 @@ impl<B: Backend> Phi3Model<B> {
     }
 }
 
+/// What every layer of one forward pass shares: the rotary tables and the attention mask.
+#[derive(Debug, Clone)]
+pub struct LayerContext<B: Backend> {
+    /// `[batch, 1, seq, head_dim]`.
+    pub cos: Tensor<B, 4>,
+    /// `[batch, 1, seq, head_dim]`.
+    pub sin: Tensor<B, 4>,
+    /// The rules for `seq` queries over `past + seq` keys.
+    pub mask: AttentionMask<B>,
+}
+
 impl<B: AttentionBackend> Phi3Model<B> {
-    /// Runs the layers and the final norm over input embeddings.
+    /// The rotary tables and mask for `seq` new positions after `past` cached ones.
     ///
     /// # Shapes
-    /// - `embeds`: `[batch, seq, hidden]`
-    /// - returns `[batch, seq, hidden]` (after the final norm)
-    pub fn forward_hidden(
+    /// - `attention_mask`: `[batch, past + seq]`, 1 for real tokens
+    /// - `position_ids`: `[batch, seq]`
+    pub fn layer_context(
         &self,
-        embeds: Tensor<B, 3>,
-        options: ForwardOptions<'_, B>,
-    ) -> Tensor<B, 3> {
-        let [batch, seq, _] = embeds.dims();
-        let device = embeds.device();
-        let ForwardOptions {
-            attention_mask,
-            position_ids,
-            mut cache,
-        } = options;
-        let past = cache.as_ref().map_or(0, |c| c.len());
+        [batch, seq]: [usize; 2],
+        past: usize,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        position_ids: Option<Tensor<B, 2, Int>>,
+        device: &B::Device,
+    ) -> LayerContext<B> {
         let (positions, max_position) = match position_ids {
             Some(p) => {
                 let max = p.clone().max().into_scalar();
@@ -212,7 +225,7 @@ impl<B: AttentionBackend> Phi3Model<B> {
                 (p, max.max(0) as usize)
             }
             None => (
-                Tensor::<B, 1, Int>::arange(past as i64..(past + seq) as i64, &device)
+                Tensor::<B, 1, Int>::arange(past as i64..(past + seq) as i64, device)
                     .reshape([1, seq])
                     .expand([batch, seq]),
                 past + seq - 1,
@@ -225,10 +238,37 @@ impl<B: AttentionBackend> Phi3Model<B> {
         let mask = AttentionMask::causal(past)
             .with_sliding_window(self.config.sliding_window)
             .with_padding(padding);
+        LayerContext { cos, sin, mask }
+    }
+
+    /// Runs the layers and the final norm over input embeddings.
+    ///
+    /// # Shapes
+    /// - `embeds`: `[batch, seq, hidden]`
+    /// - returns `[batch, seq, hidden]` (after the final norm)
+    pub fn forward_hidden(
+        &self,
+        embeds: Tensor<B, 3>,
+        options: ForwardOptions<'_, B>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq, _] = embeds.dims();
+        let ForwardOptions {
+            attention_mask,
+            position_ids,
+            mut cache,
+        } = options;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let ctx = self.layer_context(
+            [batch, seq],
+            past,
+            attention_mask,
+            position_ids,
+            &embeds.device(),
+        );
         let mut x = embeds;
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(x, cos.clone(), sin.clone(), &mask, layer_cache);
+            x = layer.forward(x, ctx.cos.clone(), ctx.sin.clone(), &ctx.mask, layer_cache);
         }
         self.norm.forward(x)
     }

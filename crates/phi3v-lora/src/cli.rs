@@ -14,6 +14,7 @@ use phi3v_nn::LoraConfig;
 
 use crate::job::{DataSource, JobConfig, ModelSource};
 use crate::optim::ScheduleKind;
+use crate::precision::BaseDtype;
 use crate::targets::{AdapterPlan, VISION_TARGETS};
 use crate::tiny::TinySpec;
 use crate::trainer::TrainConfig;
@@ -100,6 +101,16 @@ pub struct TrainArgs {
     /// Skip TensorBoard event files.
     #[arg(long)]
     pub no_tensorboard: bool,
+    /// Storage of the frozen base's matrices: bf16 halves the model's memory (adapters,
+    /// activations and optimizer state stay f32); auto is bf16 where the backend supports
+    /// it. Default: f32 for the tiny random model, auto with --model.
+    #[arg(long, value_enum)]
+    pub base_dtype: Option<BaseDtype>,
+    /// Recompute each decoder layer in the backward pass instead of keeping its
+    /// activations (memory of one layer instead of all, for a second forward pass). Needs
+    /// lora dropout 0. Default: off for the tiny random model, on with --model.
+    #[arg(long)]
+    pub gradient_checkpointing: Option<bool>,
 }
 
 impl clap::ValueEnum for ScheduleKind {
@@ -120,8 +131,23 @@ impl clap::ValueEnum for ScheduleKind {
     }
 }
 
+impl clap::ValueEnum for BaseDtype {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[BaseDtype::F32, BaseDtype::Bf16, BaseDtype::Auto]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            BaseDtype::F32 => "f32",
+            BaseDtype::Bf16 => "bf16",
+            BaseDtype::Auto => "auto",
+        }))
+    }
+}
+
 /// The preset for the tiny random model on sample data: a high learning rate and every
-/// layer adapted (the random base knows nothing, so the adapters must carry everything).
+/// layer adapted (the random base knows nothing, so the adapters must carry everything),
+/// and an f32 base (the CPU computes bf16 products through f32 anyway).
 fn tiny_preset() -> TrainConfig {
     let mut plan = AdapterPlan::reference(true, false);
     plan.lora = LoraConfig {
@@ -142,6 +168,8 @@ fn tiny_preset() -> TrainConfig {
         checkpoint_every: 50,
         max_new_tokens: 40,
         log_every: 10,
+        base_dtype: BaseDtype::F32,
+        gradient_checkpointing: false,
         ..TrainConfig::default()
     }
 }
@@ -206,6 +234,11 @@ impl TrainArgs {
         set(&mut train.eval_samples, self.eval_samples);
         set(&mut train.checkpoint_every, self.checkpoint_every);
         set(&mut train.log_every, self.log_every);
+        set(&mut train.base_dtype, self.base_dtype);
+        set(
+            &mut train.gradient_checkpointing,
+            self.gradient_checkpointing,
+        );
         train.keep_last = self.keep_last;
         train.seed = self.seed;
         train.tensorboard = !self.no_tensorboard;

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use phi3v::data::catalogue::Catalogue;
 use phi3v::data::image_processor::ImageProcessor;
@@ -60,13 +61,22 @@ pub struct JobConfig {
     pub resume: bool,
 }
 
-/// Runs a job on backend `B`.
-pub fn run_job<B>(job: &JobConfig, device: B::Device) -> Result<RunSummary, LoraError>
+/// Runs a job on backend `B` (a plain backend: the job wraps it in autodiff).
+pub fn run_job<B: AttentionBackend>(
+    job: &JobConfig,
+    device: B::Device,
+) -> Result<RunSummary, LoraError> {
+    run_job_on::<Autodiff<B>>(job, device)
+}
+
+/// Runs a job on the autodiff backend `B`.
+fn run_job_on<B>(job: &JobConfig, device: B::Device) -> Result<RunSummary, LoraError>
 where
     B: AutodiffBackend + AttentionBackend,
     B::InnerBackend: AttentionBackend,
 {
     std::fs::create_dir_all(&job.run_dir).map_err(|e| LoraError::io(&job.run_dir, e))?;
+    let matrix_dtype = job.train.base_dtype.resolve::<B>(&device)?;
     let (model_dir, model_label) = prepare_model(job)?;
     let catalogue_path = prepare_data(job)?;
     let task = load_task(
@@ -78,18 +88,25 @@ where
         &job.run_dir,
     )?;
     let (dir, tokenizer, train, val) = (task.dir, task.tokenizer, task.train, task.val);
-    let model = dir.load_model::<B>(&device)?;
+    let model = dir.load_model_with_matrices::<B>(&device, matrix_dtype)?;
     let labels = RunLabels {
         title: format!("Fine-tuning {}", model_label),
         subtitle: format!(
-            "data {} · {} train / {} val · backend {}",
+            "data {} · {} train / {} val · backend {} · base {}{}",
             catalogue_path.display(),
             train.len(),
             val.len(),
-            std::any::type_name::<B>()
-                .rsplit("::")
-                .next()
-                .unwrap_or("?")
+            B::name(&device),
+            if matrix_dtype.is_some() {
+                "bf16"
+            } else {
+                "f32"
+            },
+            if job.train.gradient_checkpointing {
+                " · gradient checkpointing"
+            } else {
+                ""
+            }
         ),
         base_model: Some(model_label),
     };

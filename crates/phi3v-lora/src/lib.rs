@@ -7,6 +7,7 @@
 //! - [`Trainer`]: AdamW with warmup and linear or cosine decay, gradient accumulation,
 //!   global gradient-norm clipping, evaluation on generated answers against trivial
 //!   baselines, atomic checkpoints and exact resume, a NaN guard.
+//! - [`precision`]: the frozen base in bf16 under f32 adapters, and gradient checkpointing.
 //! - [`peft`]: adapters in PEFT's directory format, both ways; [`merge`]: adapters folded
 //!   into a Hugging Face checkpoint.
 //! - [`tracking`]: the run directory, TensorBoard event files and a self-contained HTML
@@ -15,6 +16,7 @@
 
 pub mod answer;
 pub mod checkpoint;
+pub mod checkpointing;
 pub mod cli;
 pub mod dataset;
 pub mod error;
@@ -25,6 +27,7 @@ pub mod merge;
 pub mod optim;
 pub mod params;
 pub mod peft;
+pub mod precision;
 pub mod run_dir;
 pub mod targets;
 pub mod tiny;
@@ -35,5 +38,6 @@ pub use answer::{parse_answer, AnswerScores, Baselines, ParsedAnswer, Truth};
 pub use error::LoraError;
 pub use optim::{AdamW, AdamWConfig, Schedule, ScheduleKind};
 pub use peft::{export_peft, import_peft, PeftConfig};
+pub use precision::BaseDtype;
 pub use targets::AdapterPlan;
 pub use trainer::{TrainConfig, Trainer};

@@ -5,6 +5,7 @@
 //! `model.layers.{i}.self_attn.qkv_proj`, `img_projection.0` the first projection layer.
 
 use burn::tensor::backend::Backend;
+use burn::tensor::{Element, FloatDType};
 use phi3v_nn::{LoraAdapter, LoraConfig, NamedLinears};
 use serde::{Deserialize, Serialize};
 
@@ -78,7 +79,8 @@ impl AdapterPlan {
     }
 
     /// Attaches fresh adapters to the selected layers of `model` (whose base must already
-    /// be frozen with `no_grad`) and marks the fully trained layers as trainable. Returns
+    /// be frozen with `no_grad`) and marks the fully trained layers as trainable, in the
+    /// backend's float type even over a bf16 base. Returns
     /// the adapted module names.
     ///
     /// # Errors
@@ -102,6 +104,9 @@ impl AdapterPlan {
                 linear.lora = Some(LoraAdapter::new(d_in, d_out, &self.lora, device));
                 adapted.push(name.to_string());
             } else if full {
+                // AdamW needs the weight in the backend's float type: updates of a bf16
+                // weight (a base loaded with bf16 matrices) would round away.
+                linear.cast_weight(FloatDType::from(<B::FloatElem as Element>::dtype()));
                 linear.weight = linear.weight.clone().set_require_grad(true);
                 linear.bias = linear.bias.take().map(|b| b.set_require_grad(true));
             }

@@ -26,12 +26,14 @@ use crate::answer::Baselines;
 use crate::checkpoint::{
     latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, TrainState,
 };
+use crate::checkpointing::{checkpointed_backward, MicroBatch};
 use crate::dataset::TaskData;
 use crate::error::LoraError;
 use crate::eval::{evaluate, EvalMetrics};
 use crate::optim::{clip_factor, AdamW, AdamWConfig, Schedule, ScheduleKind};
 use crate::params::for_each_trainable;
 use crate::peft::export_peft;
+use crate::precision::BaseDtype;
 use crate::run_dir::RunDir;
 use crate::targets::AdapterPlan;
 use crate::tracking::{Comparison, EvalTable};
@@ -71,11 +73,18 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Write TensorBoard event files.
     pub tensorboard: bool,
+    /// Storage dtype of the frozen base's matrices (applied when the job loads the model).
+    pub base_dtype: BaseDtype,
+    /// Keep only each decoder layer's input in the forward pass and recompute the layer
+    /// in the backward pass (see [`crate::checkpointing`]): activation memory of one layer
+    /// instead of all, for a second forward pass. Needs adapter dropout 0.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainConfig {
     /// The reference recipe (lr 4e-5, 50 warmup steps, linear decay, accumulation 16,
-    /// clip 1.0), for a run of 1,000 updates.
+    /// clip 1.0, gradient checkpointing, a bf16 base where the backend supports it), for a
+    /// run of 1,000 updates.
     fn default() -> Self {
         Self {
             plan: AdapterPlan::default(),
@@ -97,6 +106,8 @@ impl Default for TrainConfig {
             keep_last: 2,
             log_every: 10,
             tensorboard: true,
+            base_dtype: BaseDtype::Auto,
+            gradient_checkpointing: true,
         }
     }
 }
@@ -121,6 +132,12 @@ impl TrainConfig {
         }
         if !(self.learning_rate.is_finite() && self.learning_rate >= 0.0) {
             return bad("learning_rate must be a finite non-negative number");
+        }
+        if self.gradient_checkpointing && self.plan.lora.dropout > 0.0 {
+            return bad(
+                "gradient checkpointing needs lora dropout 0 (the recomputed forward \
+                 pass would draw other dropout masks)",
+            );
         }
         Ok(())
     }
@@ -319,22 +336,36 @@ where
             let batch = self.train.training_batch::<B>(&indices, &self.device)?;
             tokens += batch.tokens as u64;
             let labels = batch.labels.expect("training batches have labels");
-            let loss = self.model.loss(
-                batch.input_ids,
-                batch.images.as_ref(),
-                Some(batch.attention_mask),
-                labels,
-            )?;
-            let value: f64 = loss.clone().into_scalar().elem();
+            let value = if self.config.gradient_checkpointing {
+                let micro = MicroBatch {
+                    input_ids: batch.input_ids,
+                    images: batch.images.as_ref(),
+                    attention_mask: Some(batch.attention_mask),
+                    labels,
+                };
+                let full = &self.config.plan.full;
+                checkpointed_backward(&mut self.model, full, &mut grads, micro, 1.0 / accum as f64)?
+            } else {
+                let loss = self.model.loss(
+                    batch.input_ids,
+                    batch.images.as_ref(),
+                    Some(batch.attention_mask),
+                    labels,
+                )?;
+                let value: f64 = loss.clone().into_scalar().elem();
+                if value.is_finite() {
+                    grads.add(
+                        &mut self.model,
+                        &self.config.plan.full,
+                        loss.div_scalar(accum as f64),
+                    );
+                }
+                value
+            };
             if !value.is_finite() {
                 return Err(self.non_finite(value));
             }
             loss_sum += value;
-            grads.add(
-                &mut self.model,
-                &self.config.plan.full,
-                loss.div_scalar(accum as f64),
-            );
             self.state.micro_batches += 1;
         }
         let (epoch, offset) = self
@@ -571,9 +602,19 @@ impl<B: AutodiffBackend> Default for GradientSum<B> {
 impl<B: AutodiffBackend> GradientSum<B> {
     /// Back-propagates `loss` and adds the trainable tensors' gradients.
     pub fn add<M: NamedLinears<B>>(&mut self, model: &mut M, full: &[String], loss: Tensor<B, 1>) {
-        let grads = loss.backward();
+        self.add_gradients(model, full, &loss.backward());
+    }
+
+    /// Adds the trainable tensors' gradients found in `grads` (tensors outside that
+    /// backward pass have none and are skipped).
+    pub fn add_gradients<M: NamedLinears<B>>(
+        &mut self,
+        model: &mut M,
+        full: &[String],
+        grads: &B::Gradients,
+    ) {
         for_each_trainable(model, full, &mut |name, slot| {
-            if let Some(g) = slot.grad_flat(&grads) {
+            if let Some(g) = slot.grad_flat(grads) {
                 let sum = match self.grads.remove(name) {
                     Some(prev) => prev + g,
                     None => g,

@@ -6,7 +6,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{DType, Distribution, FloatDType, Tensor};
 
 use crate::lora::LoraAdapter;
 use crate::weights::{Weights, WeightsError};
@@ -77,18 +77,43 @@ impl<B: Backend> Linear<B> {
         (i, o)
     }
 
+    /// The base product runs in the weight's dtype: a frozen bf16 weight (see
+    /// [`Linear::cast_weight`]) multiplies a bf16 copy of `x`, and the product comes back
+    /// in `x`'s dtype. Under autodiff that keeps the saved operands bf16 (the weight itself
+    /// and a half-size copy of `x`) instead of an f32 copy of the weight per layer. The
+    /// bias and the adapter stay in `x`'s dtype.
+    ///
     /// # Shapes
     /// - `x`: `[..., d_input]`
     /// - returns `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let base = burn::tensor::module::linear(
-            x.clone(),
-            self.weight.val(),
-            self.bias.as_ref().map(|b| b.val()),
-        );
+        let weight = self.weight.val();
+        let (x_dtype, w_dtype) = (x.dtype(), weight.dtype());
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let base = if x_dtype == w_dtype {
+            burn::tensor::module::linear(x.clone(), weight, bias)
+        } else {
+            let y = burn::tensor::module::linear(x.clone().cast(float(w_dtype)), weight, None)
+                .cast(float(x_dtype));
+            match bias {
+                Some(b) => y + b.unsqueeze(),
+                None => y,
+            }
+        };
         match &self.lora {
             Some(lora) => base + lora.forward(x),
             None => base,
+        }
+    }
+
+    /// Stores the weight (not the bias) in `dtype`, keeping its parameter id. Used to hold
+    /// a frozen base in bf16 while activations, biases and adapters stay f32.
+    pub fn cast_weight(&mut self, dtype: FloatDType) {
+        if self.weight.dtype() != DType::from(dtype) {
+            let (id, weight, _) = self.weight.clone().consume();
+            let require_grad = weight.is_require_grad();
+            let weight = weight.cast(dtype).detach().set_require_grad(require_grad);
+            self.weight = Param::initialized(id, weight);
         }
     }
 
@@ -100,4 +125,9 @@ impl<B: Backend> Linear<B> {
             lora: None,
         }
     }
+}
+
+/// The float dtype of a tensor's dtype (linear layers only hold float tensors).
+fn float(dtype: DType) -> FloatDType {
+    FloatDType::from(dtype)
 }

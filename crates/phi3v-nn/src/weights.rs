@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use memmap2::Mmap;
 use safetensors::tensor::{Dtype, SafeTensors};
 
@@ -67,6 +67,9 @@ struct Entry {
 pub struct Weights {
     files: Vec<(PathBuf, Mmap)>,
     entries: HashMap<String, Entry>,
+    /// Dtype of the large matrices ([`Weights::matrix`], [`Weights::linear_weight`]);
+    /// `None` is the backend's float type.
+    matrix_dtype: Option<FloatDType>,
 }
 
 impl std::fmt::Debug for Weights {
@@ -191,7 +194,11 @@ impl Weights {
             }
             files.push((path, mmap));
         }
-        Ok(Self { files, entries })
+        Ok(Self {
+            files,
+            entries,
+            matrix_dtype: None,
+        })
     }
 
     fn file_list(&self) -> String {
@@ -311,7 +318,38 @@ impl Weights {
         Ok(Tensor::from_data(TensorData::new(values, shape), device))
     }
 
-    /// Loads a PyTorch `nn.Linear` weight (`[out, in]`) as burn's `[in, out]`.
+    /// Stores the large matrices (linear weights and the token embedding, about 99% of the
+    /// parameters) in `dtype` from now on, e.g. bf16 for a frozen base half the size of an
+    /// f32 one. Norms, biases, convolution and position tables keep the backend's float
+    /// type: they are small, and the activations follow their dtype. `None` restores the
+    /// backend's float type.
+    pub fn set_matrix_dtype(&mut self, dtype: Option<FloatDType>) {
+        self.matrix_dtype = dtype;
+    }
+
+    /// Loads a large 2-D float tensor in the matrix dtype (see
+    /// [`Weights::set_matrix_dtype`]). Each tensor is converted on its own, so loading never
+    /// holds more than one matrix in f32 beside the model.
+    pub fn matrix<B: Backend>(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>, WeightsError> {
+        match self.matrix_dtype {
+            None => self.tensor(name, shape, device),
+            Some(dtype) => {
+                let values = self.read_f32(name, &shape)?;
+                Ok(Tensor::from_data(
+                    TensorData::new(values, shape),
+                    (device, DType::from(dtype)),
+                ))
+            }
+        }
+    }
+
+    /// Loads a PyTorch `nn.Linear` weight (`[out, in]`) as burn's `[in, out]`, in the
+    /// matrix dtype.
     pub fn linear_weight<B: Backend>(
         &self,
         name: &str,
@@ -320,7 +358,7 @@ impl Weights {
         device: &B::Device,
     ) -> Result<Tensor<B, 2>, WeightsError> {
         Ok(self
-            .tensor::<B, 2>(name, [d_output, d_input], device)?
+            .matrix::<B>(name, [d_output, d_input], device)?
             .transpose())
     }
 

@@ -74,3 +74,60 @@ fn frozen_base_gets_no_gradient() {
     assert!(lora.lora_a.val().grad(&grads).is_some());
     assert!(lora.lora_b.val().grad(&grads).is_some());
 }
+
+/// A bf16 base under an f32 adapter: the output and the adapter's gradients stay f32 and
+/// match the f32 layer to bf16 precision, and the frozen bf16 weight gets no gradient.
+#[test]
+fn bf16_base_keeps_f32_activations_and_adapter_gradients() {
+    use burn::tensor::{DType, FloatDType};
+    let device = Default::default();
+    let config = LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        init: LoraInit::Gaussian,
+    };
+    let mut f32_layer = Linear::<AD>::random(64, 48, true, 0.1, &device).no_grad();
+    f32_layer.bias = f32_layer
+        .bias
+        .take()
+        .map(|b| b.map(|t| t.random_like(Distribution::Normal(0.0, 1.0))));
+    let fresh = LoraAdapter::<AD>::new(64, 48, &config, &device);
+    f32_layer.lora = Some(LoraAdapter::from_tensors(
+        fresh.lora_a.val(),
+        Tensor::ones([2, 48], &device).mul_scalar(0.5),
+        config.scale(),
+    ));
+    let mut bf16_layer = f32_layer.clone();
+    bf16_layer.cast_weight(FloatDType::BF16);
+    assert_eq!(bf16_layer.weight.dtype(), DType::BF16);
+    assert_eq!(bf16_layer.bias.as_ref().unwrap().dtype(), DType::F32);
+
+    let x = Tensor::<AD, 3>::random([2, 5, 64], Distribution::Normal(0.0, 1.0), &device);
+    let run = |layer: &Linear<AD>| {
+        let y = layer.forward(x.clone());
+        assert_eq!(y.dtype(), DType::F32, "activations stay f32");
+        let grads = y.clone().sum().backward();
+        assert!(layer.weight.val().grad(&grads).is_none());
+        let lora = layer.lora.as_ref().unwrap();
+        let ga = lora.lora_a.val().grad(&grads).expect("A has a gradient");
+        let gb = lora.lora_b.val().grad(&grads).expect("B has a gradient");
+        assert_eq!(ga.dtype(), DType::F32);
+        (y.inner(), ga, gb)
+    };
+    let (y32, ga32, gb32) = run(&f32_layer);
+    let (y16, ga16, gb16) = run(&bf16_layer);
+    let rel = |a: Tensor<B, 3>, b: Tensor<B, 3>| -> f32 {
+        let num: f32 = (a.clone() - b).powi_scalar(2).sum().sqrt().into_scalar();
+        let den: f32 = a.powi_scalar(2).sum().sqrt().into_scalar();
+        num / den
+    };
+    let y_err = rel(y32, y16);
+    println!("bf16 base: relative output error {y_err:e}");
+    // bf16 keeps 8 significant bits (relative rounding 2^-9): a few 1e-3 over a
+    // 64-term dot product, far below what a wrong product would give.
+    assert!(y_err > 0.0 && y_err < 1e-2, "relative output error {y_err}");
+    // B's gradient is (x A)^T dy, which the base does not touch: identical.
+    assert!(rel(gb32.unsqueeze(), gb16.unsqueeze()) < 1e-6);
+    assert!(rel(ga32.unsqueeze(), ga16.unsqueeze()) < 1e-6);
+}

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
+use burn::tensor::FloatDType;
 use phi3_decoder::Phi3Model;
 use phi3v_data::image_processor::ProcessorConfig;
 use phi3v_nn::Weights;
@@ -116,9 +117,21 @@ impl ModelDir {
 
     /// Loads the model with the backend's float type.
     pub fn load_model<B: Backend>(&self, device: &B::Device) -> Result<Phi3V<B>, Phi3VError> {
+        self.load_model_with_matrices(device, None)
+    }
+
+    /// Loads the model with its large matrices (linear weights, token embedding) in
+    /// `matrix_dtype`, e.g. bf16 to hold a frozen base in half the memory; the rest, and so
+    /// the activations, keep the backend's float type. `None` is [`ModelDir::load_model`].
+    pub fn load_model_with_matrices<B: Backend>(
+        &self,
+        device: &B::Device,
+        matrix_dtype: Option<FloatDType>,
+    ) -> Result<Phi3V<B>, Phi3VError> {
         let config = self.config()?;
         let mut weights = Weights::open(&self.path)?;
         weights.resolve_alias("model.embed_tokens.weight", WTE_ALIAS);
+        weights.set_matrix_dtype(matrix_dtype);
         load_model(&weights, &config, device)
     }
 }

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use burn::backend::Autodiff;
 use phi3v_lora::cli::TrainArgs;
 use phi3v_lora::job::{describe_run, run_eval, run_job, EvalJob};
 use phi3v_lora::LoraError;
@@ -12,7 +11,7 @@ use crate::BackendChoice;
 pub fn run(backend: BackendChoice, args: &TrainArgs) -> Result<(), LoraError> {
     let job = args.job()?;
     let summary = crate::with_backend!(backend, LoraError::Config, B => {
-        run_job::<Autodiff<B>>(&job, Default::default())
+        run_job::<B>(&job, Default::default())
     })?;
     println!(
         "{}",
