@@ -75,7 +75,7 @@ where
     let [b, t] = input_ids.dims();
 
     // Forward without a graph, keeping each layer's input.
-    let inputs = {
+    let mut inputs = {
         let inner = model.valid();
         let inner_images = images.map(|i| ImageInput {
             tiles: i.tiles.clone().inner(),
@@ -101,7 +101,6 @@ where
     };
 
     // The head: final norm, lm_head, loss.
-    let mut inputs = inputs;
     let x = Tensor::<B, 3>::from_inner(inputs.pop().expect("the head's input")).require_grad();
     let decoder = &model.decoder;
     let loss = Phi3Model::loss(decoder.logits(decoder.norm.forward(x.clone())), labels);
