@@ -8,7 +8,9 @@
 //!   has a preset for the released model ([`Phi3Config::phi3_vision_128k`]).
 //! - [`Phi3Model`] loads a single-file or sharded safetensors checkpoint with the
 //!   reference's tensor names, takes token ids or input embeddings, and returns logits;
-//!   [`Phi3Model::loss`] is the shifted cross-entropy with ignore index -100.
+//!   [`Phi3Model::loss`] is the shifted cross-entropy with ignore index -100, and
+//!   [`Phi3Model::head_loss`] the same from hidden states, with `lm_head` run only where a
+//!   label counts.
 //! - [`KvCache`], [`Sampler`] and [`generate`] decode incrementally.
 //!
 //! ```no_run
@@ -29,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod layer;
+pub mod loss;
 pub mod mlp;
 pub mod model;
 pub mod norm;
@@ -39,5 +42,6 @@ pub use cache::KvCache;
 pub use config::{Phi3Config, RopeScaling};
 pub use error::DecoderError;
 pub use generate::{generate, generate_from_embeds, GenerateOptions};
-pub use model::{ForwardOptions, LayerContext, Phi3Model, IGNORE_INDEX};
+pub use loss::IGNORE_INDEX;
+pub use model::{ForwardOptions, LayerContext, Phi3Model};
 pub use sampling::{Sampler, SamplingConfig};

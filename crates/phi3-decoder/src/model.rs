@@ -19,9 +19,6 @@ use crate::layer::DecoderLayer;
 use crate::norm::RmsNorm;
 use crate::rope::LongRope;
 
-/// The label value that [`Phi3Model::loss`] ignores, as in the reference.
-pub const IGNORE_INDEX: i64 = -100;
-
 /// Optional inputs of a forward pass.
 #[derive(Debug)]
 pub struct ForwardOptions<'a, B: Backend> {
@@ -165,31 +162,6 @@ impl<B: Backend> Phi3Model<B> {
     /// An empty KV cache sized for this model.
     pub fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.layers.len())
-    }
-
-    /// Mean shifted cross-entropy: position `t` predicts label `t + 1`; labels equal to
-    /// [`IGNORE_INDEX`] do not count.
-    ///
-    /// # Shapes
-    /// - `logits`: `[batch, seq, vocab]`
-    /// - `labels`: `[batch, seq]`
-    /// - returns `[1]`
-    pub fn loss(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-        let [b, s, v] = logits.dims();
-        if s < 2 {
-            return Tensor::zeros([1], &logits.device());
-        }
-        let logits = logits.slice([0..b, 0..s - 1, 0..v]);
-        let labels = labels.slice([0..b, 1..s]);
-        let keep = labels.clone().not_equal_elem(IGNORE_INDEX);
-        let safe = labels.mask_fill(keep.clone().bool_not(), 0);
-        let logp = burn::tensor::activation::log_softmax(logits, 2);
-        let picked = logp
-            .gather(2, safe.reshape([b, s - 1, 1]))
-            .reshape([b, s - 1]);
-        let keep = keep.float();
-        let count = keep.clone().sum().clamp_min(1.0);
-        (picked * keep).sum().neg() / count
     }
 }
 

@@ -17,7 +17,6 @@
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor};
-use phi3v::decoder::Phi3Model;
 use phi3v::{ImageInput, Phi3V};
 use phi3v_nn::AttentionBackend;
 
@@ -103,7 +102,7 @@ where
     // The head: final norm, lm_head, loss.
     let x = Tensor::<B, 3>::from_inner(inputs.pop().expect("the head's input")).require_grad();
     let decoder = &model.decoder;
-    let loss = Phi3Model::loss(decoder.logits(decoder.norm.forward(x.clone())), labels);
+    let loss = decoder.head_loss(decoder.norm.forward(x.clone()), labels);
     let value: f64 = loss.clone().into_scalar().elem();
     if !value.is_finite() {
         return Ok(value);

@@ -127,7 +127,8 @@ impl<B: AttentionBackend> Phi3V<B> {
             .logits(self.forward_hidden(input_ids, images, options)?))
     }
 
-    /// Mean shifted cross-entropy over labels that are not -100.
+    /// Mean shifted cross-entropy over labels that are not -100, with `lm_head` run only
+    /// where a label counts ([`Phi3Model::head_loss`]).
     ///
     /// # Shapes
     /// - `input_ids`, `labels`, `attention_mask`: `[batch, seq]`
@@ -139,7 +140,7 @@ impl<B: AttentionBackend> Phi3V<B> {
         attention_mask: Option<Tensor<B, 2, Int>>,
         labels: Tensor<B, 2, Int>,
     ) -> Result<Tensor<B, 1>, Phi3VError> {
-        let logits = self.forward(
+        let hidden = self.forward_hidden(
             input_ids,
             images,
             ForwardOptions {
@@ -147,7 +148,7 @@ impl<B: AttentionBackend> Phi3V<B> {
                 ..Default::default()
             },
         )?;
-        Ok(Phi3Model::loss(logits, labels))
+        Ok(self.decoder.head_loss(hidden, labels))
     }
 }
 
