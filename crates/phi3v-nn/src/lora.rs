@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoraInit {
-    /// `N(0, 1/r)`, PEFT's `init_lora_weights="gaussian"` and the reference recipe.
+    /// Normal with standard deviation `1/r` (not `1/sqrt(r)`), as PEFT's
+    /// `init_lora_weights="gaussian"` draws it; the reference recipe's choice.
     Gaussian,
     /// `U(-1/sqrt(in), 1/sqrt(in))`, PEFT's default (Kaiming-uniform with `a = sqrt(5)`).
     Kaiming,
@@ -66,7 +67,7 @@ impl<B: Backend> LoraAdapter<B> {
     pub fn new(d_input: usize, d_output: usize, config: &LoraConfig, device: &B::Device) -> Self {
         let r = config.rank;
         let dist = match config.init {
-            LoraInit::Gaussian => Distribution::Normal(0.0, (1.0 / r as f64).sqrt()),
+            LoraInit::Gaussian => Distribution::Normal(0.0, 1.0 / r as f64),
             LoraInit::Kaiming => {
                 let bound = 1.0 / (d_input as f64).sqrt();
                 Distribution::Uniform(-bound, bound)

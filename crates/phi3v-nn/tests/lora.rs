@@ -131,3 +131,43 @@ fn bf16_base_keeps_f32_activations_and_adapter_gradients() {
     assert!(rel(gb32.unsqueeze(), gb16.unsqueeze()) < 1e-6);
     assert!(rel(ga32.unsqueeze(), ga16.unsqueeze()) < 1e-6);
 }
+
+/// The spread of a fresh `A` is PEFT's: standard deviation `1/r` for `gaussian` (PEFT's
+/// `nn.init.normal_(std=1 / r)`), and `U(-1/sqrt(in), 1/sqrt(in))` (standard deviation
+/// `1/sqrt(3 in)`) for its Kaiming-uniform default. 64K draws put the sample standard
+/// deviation within 1% of the target; a `1/sqrt(r)` spread would be 4x off at r 16.
+#[test]
+fn fresh_a_has_peft_spread() {
+    let device = Default::default();
+    let (d_in, d_out) = (4096, 8);
+    for (init, rank, expected) in [
+        (LoraInit::Gaussian, 16, 1.0 / 16.0),
+        (LoraInit::Gaussian, 64, 1.0 / 64.0),
+        (LoraInit::Kaiming, 16, 1.0 / (3.0 * d_in as f64).sqrt()),
+    ] {
+        let config = LoraConfig {
+            rank,
+            alpha: 2.0 * rank as f64,
+            dropout: 0.0,
+            init,
+        };
+        let adapter = LoraAdapter::<B>::new(d_in, d_out, &config, &device);
+        let a = adapter.lora_a.val();
+        assert_eq!(a.dims(), [d_in, rank]);
+        let values: Vec<f32> = a.into_data().to_vec().unwrap();
+        let n = values.len() as f64;
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let std = var.sqrt();
+        assert!(
+            (std / expected - 1.0).abs() < 0.01,
+            "{init:?} r {rank}: std {std}, expected {expected}"
+        );
+        let b: f32 = adapter.lora_b.val().abs().max().into_scalar();
+        assert_eq!(b, 0.0, "B starts at zero");
+    }
+}
