@@ -18,58 +18,61 @@ use crate::model::Phi3Model;
 pub const IGNORE_INDEX: i64 = -100;
 
 /// The positions of a `[batch, seq]` batch whose next label counts, flattened to
-/// `row * seq + t`, and those labels.
+/// `row * seq + t`, and those labels; `None` when no label counts.
 ///
 /// Read on the host: which positions count decides the shapes of what follows. The labels
 /// come from the host in the first place, so this is one small read-back per step.
-struct Supervised<B: Backend> {
-    /// `[n]` indices into the flattened `[batch * seq]` positions.
-    positions: Tensor<B, 1, Int>,
-    /// `[n]` the labels those positions predict.
-    targets: Tensor<B, 1, Int>,
-    count: usize,
-}
-
-impl<B: Backend> Supervised<B> {
-    /// # Shapes
-    /// - `labels`: `[batch, seq]`
-    fn of(labels: &Tensor<B, 2, Int>) -> Self {
-        let [batch, seq] = labels.dims();
-        let device = labels.device();
-        let values: Vec<i64> = labels
-            .to_data()
-            .convert::<i64>()
-            .to_vec()
-            .expect("int labels");
-        let (mut positions, mut targets) = (Vec::new(), Vec::new());
-        for row in 0..batch {
-            for t in 0..seq.saturating_sub(1) {
-                let label = values[row * seq + t + 1];
-                if label != IGNORE_INDEX {
-                    positions.push((row * seq + t) as i64);
-                    targets.push(label);
-                }
+///
+/// # Shapes
+/// - `labels`: `[batch, seq]`
+/// - returns two `[n]` tensors: indices into the `batch * seq` positions, and targets
+fn supervised<B: Backend>(
+    labels: &Tensor<B, 2, Int>,
+) -> Option<(Tensor<B, 1, Int>, Tensor<B, 1, Int>)> {
+    let [batch, seq] = labels.dims();
+    let values: Vec<i64> = labels
+        .to_data()
+        .convert::<i64>()
+        .to_vec()
+        .expect("int labels");
+    let (mut positions, mut targets) = (Vec::new(), Vec::new());
+    for row in 0..batch {
+        for t in 0..seq.saturating_sub(1) {
+            let label = values[row * seq + t + 1];
+            if label != IGNORE_INDEX {
+                positions.push((row * seq + t) as i64);
+                targets.push(label);
             }
         }
-        let count = positions.len();
-        let ints = |v: Vec<i64>| Tensor::from_data(TensorData::new(v, [count]), &device);
-        Self {
-            positions: ints(positions),
-            targets: ints(targets),
-            count,
-        }
     }
+    let n = positions.len();
+    let device = labels.device();
+    let ints = |v: Vec<i64>| Tensor::from_data(TensorData::new(v, [n]), &device);
+    (n > 0).then(|| (ints(positions), ints(targets)))
+}
 
-    /// Mean negative log-likelihood of the targets.
-    ///
-    /// # Shapes
-    /// - `logits`: `[n, vocab]`, one row per supervised position
-    /// - returns `[1]`
-    fn mean_nll(self, logits: Tensor<B, 2>) -> Tensor<B, 1> {
-        let logp = log_softmax(logits, 1);
-        let picked = logp.gather(1, self.targets.reshape([self.count, 1]));
-        picked.sum().neg().div_scalar(self.count as f64)
-    }
+/// Mean shifted cross-entropy of `to_logits` applied to the rows of `x` whose next label
+/// counts.
+///
+/// # Shapes
+/// - `x`: `[batch, seq, width]`
+/// - `labels`: `[batch, seq]`
+/// - `to_logits`: `[n, width]` to `[n, vocab]`
+/// - returns `[1]`; zero when no label counts
+fn shifted_cross_entropy<B: Backend>(
+    x: Tensor<B, 3>,
+    labels: &Tensor<B, 2, Int>,
+    to_logits: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let Some((positions, targets)) = supervised(labels) else {
+        return Tensor::zeros([1], &x.device());
+    };
+    let [batch, seq, width] = x.dims();
+    let n = targets.dims()[0];
+    let rows = x.reshape([batch * seq, width]).select(0, positions);
+    let logp = log_softmax(to_logits(rows), 1);
+    let picked = logp.gather(1, targets.reshape([n, 1]));
+    picked.sum().neg().div_scalar(n as f64)
 }
 
 impl<B: Backend> Phi3Model<B> {
@@ -80,15 +83,7 @@ impl<B: Backend> Phi3Model<B> {
     /// - `labels`: `[batch, seq]`
     /// - returns `[1]`; zero when no label counts
     pub fn loss(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-        let [batch, seq, vocab] = logits.dims();
-        let supervised = Supervised::of(&labels);
-        if supervised.count == 0 {
-            return Tensor::zeros([1], &logits.device());
-        }
-        let rows = logits
-            .reshape([batch * seq, vocab])
-            .select(0, supervised.positions.clone());
-        supervised.mean_nll(rows)
+        shifted_cross_entropy(logits, &labels, |rows| rows)
     }
 
     /// Mean shifted cross-entropy from final hidden states (after the final norm), with
@@ -100,15 +95,7 @@ impl<B: Backend> Phi3Model<B> {
     /// - `labels`: `[batch, seq]`
     /// - returns `[1]`; zero when no label counts
     pub fn head_loss(&self, hidden: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-        let [batch, seq, width] = hidden.dims();
-        let supervised = Supervised::of(&labels);
-        if supervised.count == 0 {
-            return Tensor::zeros([1], &hidden.device());
-        }
-        let rows = hidden
-            .reshape([batch * seq, width])
-            .select(0, supervised.positions.clone());
-        supervised.mean_nll(self.lm_head.forward(rows))
+        shifted_cross_entropy(hidden, &labels, |rows| self.lm_head.forward(rows))
     }
 }
 
