@@ -2,6 +2,8 @@
 //! outputs, a merged checkpoint equals the adapters applied at run time, checkpoints are
 //! written atomically, and bad adapter files are errors that name the tensor.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
@@ -12,6 +14,8 @@ use phi3v_lora::peft::{export_peft, import_peft, ADAPTER_WEIGHTS};
 use phi3v_lora::tiny::TinySpec;
 use phi3v_lora::{AdapterPlan, LoraError};
 use phi3v_nn::{LoraConfig, NamedLinears};
+
+use common::max_diff;
 
 type B = Flex;
 
@@ -92,14 +96,6 @@ fn logits(model: &Phi3V<B>) -> Vec<f32> {
         .into_data()
         .to_vec::<f32>()
         .unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Same images for every call: seed the generator right before drawing them.

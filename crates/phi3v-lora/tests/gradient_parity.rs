@@ -4,6 +4,8 @@
 //! checkpointing must match as closely, and with a bf16 base it must stay within bf16
 //! rounding of it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,8 @@ use phi3v_lora::params::for_each_trainable;
 use phi3v_lora::peft::import_peft;
 use phi3v_lora::trainer::{apply_gradients, GradientSum};
 use phi3v_nn::{AttentionBackend, NamedLinears, Weights};
+
+use common::max_diff;
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lora_step")
@@ -54,14 +58,6 @@ fn as_peft(name: &str, shape: &[usize], flat: Vec<f32>) -> (String, Vec<f32>) {
         }
     }
     (format!("base_model.model.{module}.{part}.weight"), t)
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// `|a - b| / |b|` (L2).

@@ -380,6 +380,11 @@ fn metrics_keep_non_finite_values() {
     assert!(read_metrics(&path).unwrap()[0].value.is_nan());
 }
 
+/// The steps of every record in a metrics log, in file order.
+fn logged_steps(path: &std::path::Path) -> Vec<u64> {
+    read_metrics(path).unwrap().iter().map(|r| r.step).collect()
+}
+
 fn line(step: u64) -> String {
     let record = MetricRecord {
         step,
@@ -398,12 +403,7 @@ fn truncated_final_line_is_skipped_but_malformed_middle_line_is_an_error() {
     let full = format!("{}\n{}\n", line(1), line(2));
     let cut = &line(3)[..20];
     fs::write(&path, format!("{full}{cut}")).unwrap();
-    let steps: Vec<u64> = read_metrics(&path)
-        .unwrap()
-        .iter()
-        .map(|r| r.step)
-        .collect();
-    assert_eq!(steps, [1, 2]);
+    assert_eq!(logged_steps(&path), [1, 2]);
 
     fs::write(&path, format!("{}\n{cut}\n{}\n", line(1), line(3))).unwrap();
     let err = read_metrics(&path).unwrap_err();
@@ -420,12 +420,7 @@ fn reopening_after_a_kill_drops_the_partial_line_before_appending() {
     fs::write(&path, format!("{}\n{}", line(1), &line(2)[..25])).unwrap();
     let mut log = MetricsLog::open(&path).unwrap();
     log.log(2, "train", "loss", 0.5).unwrap();
-    let steps: Vec<u64> = read_metrics(&path)
-        .unwrap()
-        .iter()
-        .map(|r| r.step)
-        .collect();
-    assert_eq!(steps, [1, 2]);
+    assert_eq!(logged_steps(&path), [1, 2]);
 }
 
 #[test]
