@@ -7,22 +7,22 @@
 //! ~/venv/bin/python scripts/bench_training_reference.py
 //! ```
 //!
-//! Config: `phi3v_lora::tiny::TinySpec::default()` (hidden 64, MLP 128, 2 layers, 4 heads,
+//! Config: `phi3v_testkit::TinySpec::default()` (hidden 64, MLP 128, 2 layers, 4 heads,
 //! vocab 32064; CLIP hidden 32, 3 layers of which 2 run, 56 px crops), f32, written to
 //! `target/bench-tiny-phi3v` (or `$TRAIN_BENCH_MODEL_DIR`) so the Python script trains the
 //! very same weights. Adapters: `AdapterPlan::reference(true, false)` (decoder, `lm_head`,
 //! CLIP tower and projection), rank 16, alpha 32, gaussian A, zero B, no dropout. AdamW
 //! (0.9, 0.95, eps 1e-7, weight decay 0.01), lr 1e-4, clip 1.0. Batch: the gradient-parity
-//! fixture's Burberry sequence (`crates/phi3v-lora/tests/data/lora_step`: 67 tokens, 27 image
+//! fixture's Burberry sequence (`crates/phi3v-train/tests/data/lora_step`: 67 tokens, 27 image
 //! placeholders, 28 answer labels, one 2x2-crop image of 5 tiles of 3x56x56) repeated 8 times
 //! (and once, for batch 1). Throughput counts every position of the batch (8 x 67 = 536).
 //!
 //! Variants (criterion ids `training_step_{backend}/{variant}`):
 //! - `batch1_seq67`, `batch8_seq67`: the configuration above, f32, compared with PyTorch;
 //! - `batch8_seq67_bf16_base`: the frozen base's matrices in bf16, adapters f32;
-//! - `batch8_seq67_checkpointing`: gradient checkpointing by decoder layer
-//!   (`phi3v_lora::checkpointing`);
-//! - `wide_batch8_seq67{,_bf16_base,_checkpointing}`: the same three on a wider model
+//! - `batch8_seq67_recompute`: activation recomputation by decoder layer
+//!   (`phi3v_train::recompute`);
+//! - `wide_batch8_seq67{,_bf16_base,_recompute}`: the same three on a wider model
 //!   (hidden 512, MLP 1536, 4 layers, 8 heads: 47M parameters, 46M of them frozen matrices),
 //!   where the base, not the logits, dominates the memory.
 //!
@@ -36,17 +36,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use burn::backend::Autodiff;
-use burn::tensor::{ElementConversion, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, FloatDType, Int, Tensor};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
-use phi3v::{ImageInput, ModelDir, Phi3V};
-use phi3v_lora::checkpointing::{checkpointed_backward, MicroBatch};
-use phi3v_lora::optim::{AdamW, AdamWConfig};
-use phi3v_lora::tiny::TinySpec;
-use phi3v_lora::trainer::{apply_gradients, GradientSum};
-use phi3v_lora::AdapterPlan;
+use phi3v::processor::batch::{collate_training, SampleRef};
+use phi3v::processor::image_processor::ProcessedImage;
+use phi3v::{BatchTensors, ImageInput, ModelDir, Phi3V};
 use phi3v_nn::{LoraConfig, Weights};
+use phi3v_peft::AdapterPlan;
 use phi3v_suite::backend::{Selected, NAME};
+use phi3v_testkit::TinySpec;
+use phi3v_train::optim::{AdamW, AdamWConfig};
+use phi3v_train::recompute::{recomputed_backward, MicroBatch};
+use phi3v_train::trainer::{apply_gradients, GradientSum};
 
 type B = Autodiff<Selected>;
 type Inner = Selected;
@@ -87,7 +89,7 @@ fn model(
     matrix_dtype: Option<FloatDType>,
     device: &Device,
 ) -> Phi3V<B> {
-    let tokenizer = root().join("crates/phi3v-data/tests/data/tokenizer/tokenizer.json");
+    let tokenizer = root().join("crates/phi3v-processor/tests/data/tokenizer/tokenizer.json");
     spec.write(dir, &tokenizer)
         .expect("write the tiny checkpoint");
     let resolved = ModelDir::resolve(dir.to_str().expect("UTF-8 path")).expect("model folder");
@@ -119,9 +121,11 @@ struct Batch {
     tokens: usize,
 }
 
+/// The fixture's sample `batch` times, collated and uploaded as the trainer does it
+/// (`collate_training`, then `BatchTensors`).
 fn batch(batch: usize, device: &Device) -> Batch {
     let inputs =
-        Weights::open(root().join("crates/phi3v-lora/tests/data/lora_step/inputs.safetensors"))
+        Weights::open(root().join("crates/phi3v-train/tests/data/lora_step/inputs.safetensors"))
             .expect("fixture inputs");
     let read_i64 = |name: &str| {
         let shape = inputs.shape(name).expect("tensor").to_vec();
@@ -136,54 +140,55 @@ fn batch(batch: usize, device: &Device) -> Batch {
     let pixels = inputs
         .read_f32("pixel_values", &pshape)
         .expect("f32 pixels");
-    let seq = ids.len();
     let grid = (grid[0] as usize, grid[1] as usize);
     assert_eq!(grid, (2, 2));
+    let placeholders = ids.iter().filter(|&&id| id < 0).count();
     assert_eq!(
-        ids.iter().filter(|&&id| id < 0).count(),
+        placeholders,
         phi3v::vision::image_token_count(2, 2, 2),
         "the fixture's placeholders fit TinySpec's 56 px crops"
     );
-    let tiled = |v: &[i64]| {
-        let all: Vec<i64> = (0..batch).flat_map(|_| v.iter().copied()).collect();
-        Tensor::<B, 2, Int>::from_data(TensorData::new(all, [batch, seq]), device)
+    // The fixture's 5 tiles are what the processor gives a 2x2-crop image with num_crops 4.
+    let image = ProcessedImage {
+        pixel_values: pixels,
+        shape: [pshape[0], pshape[1], pshape[2], pshape[3]],
+        image_size: [grid.0 * pshape[2], grid.1 * pshape[3]],
+        crops: grid,
+        num_tokens: placeholders,
     };
-    let all_pixels: Vec<f32> = (0..batch).flat_map(|_| pixels.iter().copied()).collect();
+    let sample = SampleRef {
+        input_ids: &ids,
+        labels: Some(&labels),
+        images: std::slice::from_ref(&image),
+    };
+    let collated = collate_training(&vec![sample; batch]).expect("collate the fixture");
+    let tensors = BatchTensors::new(&collated, device).expect("upload the batch");
     Batch {
-        ids: tiled(&ids),
-        labels: tiled(&labels),
-        images: ImageInput {
-            tiles: Tensor::<B, 4>::from_data(
-                TensorData::new(
-                    all_pixels,
-                    [batch * pshape[0], pshape[1], pshape[2], pshape[3]],
-                ),
-                device,
-            ),
-            grids: vec![grid; batch],
-        },
-        tokens: batch * seq,
+        ids: tensors.input_ids,
+        labels: tensors.labels.expect("training labels"),
+        images: tensors.images.expect("the fixture's image"),
+        tokens: tensors.tokens,
     }
 }
 
-/// Forward, loss, backward (recomputing each decoder layer when `checkpointing`), gradient
+/// Forward, loss, backward (recomputing each decoder layer when `recompute`), gradient
 /// collection, clipping and AdamW. Returns the loss and the gradient norm before clipping
 /// (both read back, which also waits for the device on GPU backends).
 fn step(
     model: &mut Phi3V<B>,
     optimizer: &mut AdamW<Inner>,
     b: &Batch,
-    checkpointing: bool,
+    recompute: bool,
 ) -> (f64, f64) {
     let mut grads = GradientSum::<B>::default();
-    let loss = if checkpointing {
+    let loss = if recompute {
         let micro = MicroBatch {
             input_ids: b.ids.clone(),
             images: Some(&b.images),
             attention_mask: None,
             labels: b.labels.clone(),
         };
-        checkpointed_backward(model, &[], &mut grads, micro, 1.0).expect("checkpointed step")
+        recomputed_backward(model, &[], &mut grads, micro, 1.0).expect("recomputed step")
     } else {
         let loss = model
             .loss(b.ids.clone(), Some(&b.images), None, b.labels.clone())
@@ -224,7 +229,7 @@ fn variant(
     dir: &Path,
     size: usize,
     matrix_dtype: Option<FloatDType>,
-    checkpointing: bool,
+    recompute: bool,
 ) {
     let device = Default::default();
     let tokens = (size * 67) as u64;
@@ -237,7 +242,7 @@ fn variant(
             let input = batch(size, &device);
             assert_eq!(input.tokens as u64, tokens);
             eprintln!("{name}: peak RSS after loading the model {}", peak_rss());
-            let (loss, norm) = step(&mut model, &mut optimizer, &input, checkpointing);
+            let (loss, norm) = step(&mut model, &mut optimizer, &input, recompute);
             assert!(
                 loss.is_finite() && norm.is_finite(),
                 "loss {loss}, gradient norm {norm}"
@@ -249,14 +254,7 @@ fn variant(
                 input,
             }
         });
-        bencher.iter(|| {
-            black_box(step(
-                &mut s.model,
-                &mut s.optimizer,
-                &s.input,
-                checkpointing,
-            ))
-        })
+        bencher.iter(|| black_box(step(&mut s.model, &mut s.optimizer, &s.input, recompute)))
     });
     if setup.is_some() {
         eprintln!("{name}: peak RSS after the bench {}", peak_rss());
@@ -272,20 +270,13 @@ fn bench(c: &mut Criterion) {
     let bf16 = Some(FloatDType::BF16);
     let (tiny, tiny_dir) = (TinySpec::default(), model_dir());
     let (wide, wide_dir) = (wide_spec(), root().join("target/bench-wide-phi3v"));
-    // (name, model, batch size, base matrices, checkpointing). Batch 1 first, so the peak
+    // (name, model, batch size, base matrices, recompute). Batch 1 first, so the peak
     // printed after it is its own.
     let variants = [
         ("batch1_seq67", &tiny, &tiny_dir, 1, None, false),
         ("batch8_seq67", &tiny, &tiny_dir, 8, None, false),
         ("batch8_seq67_bf16_base", &tiny, &tiny_dir, 8, bf16, false),
-        (
-            "batch8_seq67_checkpointing",
-            &tiny,
-            &tiny_dir,
-            8,
-            None,
-            true,
-        ),
+        ("batch8_seq67_recompute", &tiny, &tiny_dir, 8, None, true),
         ("wide_batch8_seq67", &wide, &wide_dir, 8, None, false),
         (
             "wide_batch8_seq67_bf16_base",
@@ -296,7 +287,7 @@ fn bench(c: &mut Criterion) {
             false,
         ),
         (
-            "wide_batch8_seq67_checkpointing",
+            "wide_batch8_seq67_recompute",
             &wide,
             &wide_dir,
             8,
@@ -304,8 +295,8 @@ fn bench(c: &mut Criterion) {
             true,
         ),
     ];
-    for (name, spec, dir, size, matrices, checkpointing) in variants {
-        variant(&mut group, name, spec, dir, size, matrices, checkpointing);
+    for (name, spec, dir, size, matrices, recompute) in variants {
+        variant(&mut group, name, spec, dir, size, matrices, recompute);
     }
     group.finish();
 }

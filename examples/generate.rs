@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use phi3_decoder::{generate, GenerateOptions, Phi3Config, Phi3Model, SamplingConfig};
+use phi3_decoder::{generate, DecodingConfig, GenerateOptions, Phi3Config, Phi3Model};
 use phi3v_suite::backend::{Selected, NAME};
 
 fn main() {
@@ -46,7 +46,7 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(32),
         stop_tokens: vec![model.config().eos_token_id, 32000, 32007],
-        sampling: SamplingConfig {
+        decoding: DecodingConfig {
             temperature: value("--temperature")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0.0),

@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let device = Default::default();
     let mut model = ModelDir::resolve(base)?.load_model::<Flex>(&device)?;
-    phi3v_lora::peft::import_peft(&mut model, Path::new(adapter), &device)?;
+    phi3v_peft::import_peft(&mut model, Path::new(adapter), &device)?;
     let w = Weights::open(inputs)?;
     let ids = w.read_i64("input_ids", w.shape("input_ids")?)?;
     let shape = w.shape("pixel_values")?.to_vec();
@@ -36,16 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let grid_shape = w.shape("image_grids")?.to_vec();
     let grids = w.read_i64("image_grids", &grid_shape)?;
     let t = ids.len();
-    let images = ImageInput {
-        tiles: Tensor::<Flex, 4>::from_data(
-            TensorData::new(pixels, [shape[0], shape[1], shape[2], shape[3]]),
-            &device,
-        ),
-        grids: grids
-            .chunks(2)
-            .map(|g| (g[0] as usize, g[1] as usize))
-            .collect(),
-    };
+    let grids = grids
+        .chunks(2)
+        .map(|g| (g[0] as usize, g[1] as usize))
+        .collect();
+    let images = ImageInput::<Flex>::from_tiles(pixels, shape[2], grids, &device)?;
     let ids = Tensor::<Flex, 2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
     let logits = model.forward(ids, Some(&images), Default::default())?;
     let dims = logits.dims().to_vec();

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # Throughput of the Python reference image processor, to compare with the Rust bench
-# `cargo bench -p phi3v-data --bench image_processor`. Run with:
+# `cargo bench -p phi3v-processor --bench image_processor`. Run with:
 #
 #     ~/venv/bin/python scripts/bench_processor_reference.py
 #
@@ -23,7 +23,7 @@ from make_processor_fixtures import preprocess  # noqa: E402
 
 
 def bench_image(i):
-    """The formula of `bench_image` in crates/phi3v-data/benches/image_processor.rs."""
+    """The formula of `bench_image` in crates/phi3v-processor/benches/image_processor.rs."""
     w, h = (800, 1000) if i % 2 == 0 else (1000, 800)
     y, x = np.mgrid[0:h, 0:w].astype(np.int64)
     t = (x * 7 + y * 3 + i * 31) ^ (x * y // 97)

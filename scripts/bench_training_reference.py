@@ -11,7 +11,7 @@ The model is the checkpoint the Rust bench writes (`TinySpec::default()`: hidden
 and wrapped by `peft.get_peft_model` with `LoraConfig(r=16, lora_alpha=32, lora_dropout=0,
 init_lora_weights="gaussian")` on the reference recipe's targets (the decoder, lm_head, the CLIP
 tower and the projection). The batch is the gradient-parity fixture's Burberry sequence
-(crates/phi3v-lora/tests/data/lora_step/inputs.safetensors: 67 tokens, one 2x2-crop image of 5
+(crates/phi3v-train/tests/data/lora_step/inputs.safetensors: 67 tokens, one 2x2-crop image of 5
 tiles) repeated `--batch` times. One step: zero_grad, forward, transformers' causal-LM loss,
 backward, `clip_grad_norm_(1.0)`, `torch.optim.AdamW(lr=1e-4, betas=(0.9, 0.95), eps=1e-7,
 weight_decay=0.01)`. CPU, f32, `torch.set_num_threads(--threads)`.
@@ -35,7 +35,7 @@ import phi3v_reference as ref
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
-INPUTS = os.path.join(ROOT, "crates", "phi3v-lora", "tests", "data", "lora_step", "inputs.safetensors")
+INPUTS = os.path.join(ROOT, "crates", "phi3v-train", "tests", "data", "lora_step", "inputs.safetensors")
 RANK, ALPHA = 16, 32
 TARGETS = ref.LORA_TARGETS
 LR, BETAS, EPS, WEIGHT_DECAY, MAX_GRAD_NORM = 1e-4, (0.9, 0.95), 1e-7, 0.01, 1.0

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Checks by hand that an exported LoRA adapter (or merged checkpoint) means what the Rust side thinks.
+"""Checks by hand that an exported LoRA adapter (or merged model dir) means what the Rust side thinks.
+
+The Rust side is crates/phi3v-peft: `export_peft` writes ADAPTER_DIR (the trainer calls it at the
+end of a run), `merge_adapter` (`phi3v merge`) writes MERGED_DIR.
 
 Run by hand, not in CI (needs torch, transformers, peft, safetensors):
 
@@ -11,10 +14,10 @@ Run by hand, not in CI (needs torch, transformers, peft, safetensors):
 - DIR: a Hugging Face-layout Phi-3-V folder (config.json + safetensors, one file or sharded);
 - ADAPTER_DIR: what PEFT's `save_pretrained` writes (adapter_config.json +
   adapter_model.safetensors), loaded with `PeftModel.from_pretrained(model, ADAPTER_DIR)`;
-- MERGED_DIR: a merged checkpoint in the same layout as DIR, run with no adapter;
+- MERGED_DIR: a merged model dir in the same layout as DIR, run with no adapter;
 - INPUTS: `input_ids` i64 [1, T] (image placeholders -k), `pixel_values` f32 [N, 3, S, S] (the
   real tiles of every image, global view first), `image_grids` i64 [n_img, 2]; `labels` optional
-  (the format of crates/phi3v-lora/tests/data/lora_step/inputs.safetensors);
+  (the format of crates/phi3v-train/tests/data/lora_step/inputs.safetensors);
 - RUST_LOGITS: `logits` f32 [1, T, vocab]; if it also has `loss` f32 [1] and the inputs have
   labels, the loss is compared too.
 
@@ -41,7 +44,7 @@ from safetensors.torch import load_file, save_file
 import phi3v_reference as ref
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LORA_STEP = os.path.join(HERE, "..", "crates", "phi3v-lora", "tests", "data", "lora_step")
+LORA_STEP = os.path.join(HERE, "..", "crates", "phi3v-train", "tests", "data", "lora_step")
 TINY = ref.phi3v_fixtures.CKPT
 
 
@@ -99,7 +102,7 @@ def with_adapter(base, adapter):
     }
     unused, missing = sorted(set(stored) - set(params)), sorted(set(params) - set(stored))
     # Phi-3-V runs CLIP to its second-to-last layer, so the last layer's adapters change no
-    # output; the Rust export leaves them out and PEFT keeps them at B = 0.
+    # output; the Rust export (phi3v-peft) leaves them out and PEFT keeps them at B = 0.
     last = f"vision_model.encoder.layers.{ref_last_clip_layer(model)}."
     skipped = [n for n in missing if last in n]
     missing = [n for n in missing if last not in n]

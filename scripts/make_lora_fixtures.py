@@ -6,7 +6,7 @@ checkpoint of scripts/make_phi3v_fixtures.py and the tokenizer fixture):
 
     ~/venv/bin/python scripts/make_lora_fixtures.py
 
-Writes crates/phi3v-lora/tests/data/lora_step/:
+Writes crates/phi3v-train/tests/data/lora_step/:
 - adapter_init/: the adapter before the step, as PEFT's `save_pretrained` writes it
   (adapter_config.json, adapter_model.safetensors with `base_model.model.<module>.lora_A.weight`
   [r, in] and `.lora_B.weight` [out, r], f32);
@@ -54,7 +54,7 @@ phi3v_fixtures = ref.phi3v_fixtures
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CKPT = phi3v_fixtures.CKPT
-OUT = os.path.join(HERE, "..", "crates", "phi3v-lora", "tests", "data", "lora_step")
+OUT = os.path.join(HERE, "..", "crates", "phi3v-train", "tests", "data", "lora_step")
 ANSWER = "Product: Long Beige Check Wool Coat, Category: Coats, Full Price: 1890.0"
 PROMPT = phi3v_fixtures.PROMPTS["one_image"]
 IMAGE = "coat.png"

@@ -38,7 +38,7 @@ from transformers.cache_utils import DynamicCache
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "crates", "phi3v", "tests", "data")
 CKPT = os.path.join(ROOT, "tiny_phi3v")
-TOKENIZER = os.path.join(HERE, "..", "crates", "phi3v-data", "tests", "data", "tokenizer")
+TOKENIZER = os.path.join(HERE, "..", "crates", "phi3v-processor", "tests", "data", "tokenizer")
 NUM_CROPS = 4
 GREEDY_STEPS = 8
 STOP = {32000, 32007}

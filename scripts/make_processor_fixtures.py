@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-# Regenerate the image-processor fixtures of crates/phi3v-data with:
+# Regenerate the image-processor fixtures of crates/phi3v-processor with:
 #
 #     ~/venv/bin/python scripts/make_processor_fixtures.py
 #
 # (needs torch, numpy and pillow; torchvision is NOT needed, see below).
 #
 # What it writes:
-#   crates/phi3v-data/tests/data/images/*.png          deterministic test images
-#   crates/phi3v-data/tests/data/processor_expected.safetensors
+#   crates/phi3v-processor/tests/data/images/*.png          deterministic test images
+#   crates/phi3v-processor/tests/data/processor_expected.safetensors
 #
 # The reference is the Phi-3-Vision Hugging Face remote code
 # (`image_processing_phi3_v.py`: `HD_transform`, `padding_336`, `Phi3VImageProcessor.preprocess`).
@@ -51,7 +51,7 @@ OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "crates", "phi3v-data", "tests", "data")
+DATA = os.path.join(ROOT, "crates", "phi3v-processor", "tests", "data")
 IMAGES = os.path.join(DATA, "images")
 
 

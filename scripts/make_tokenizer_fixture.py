@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Regenerate the tokenizer and prompt fixtures of crates/phi3v-data with:
+# Regenerate the tokenizer and prompt fixtures of crates/phi3v-processor with:
 #
 #     ~/venv/bin/pip install gguf sentencepiece protobuf   # transformers' GGUF reader needs gguf
 #     ~/venv/bin/python scripts/make_tokenizer_fixture.py
@@ -7,8 +7,8 @@
 # (needs transformers and tokenizers too; network access to PyPI for one `pip download`).
 #
 # What it writes:
-#   crates/phi3v-data/tests/data/tokenizer/tokenizer.json   the Phi-3 tokenizer (see below)
-#   crates/phi3v-data/tests/data/prompt_ids.json            reference ids, labels, strings
+#   crates/phi3v-processor/tests/data/tokenizer/tokenizer.json   the Phi-3 tokenizer (see below)
+#   crates/phi3v-processor/tests/data/prompt_ids.json            reference ids, labels, strings
 #
 # 1. The tokenizer. The released Phi-3-Vision tokenizer cannot be downloaded here (only PyPI,
 #    crates.io and Debian are reachable), but llama.cpp ships the Phi-3 vocabulary as a GGUF
@@ -71,7 +71,7 @@ import tarfile
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "crates", "phi3v-data", "tests", "data")
+DATA = os.path.join(ROOT, "crates", "phi3v-processor", "tests", "data")
 TOKENIZER_DIR = os.path.join(DATA, "tokenizer")
 SDIST = "llama-cpp-python==0.3.36"
 GGUF_IN_SDIST = "vendor/llama.cpp/models/ggml-vocab-phi-3.gguf"

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use phi3v_nn::{attention, AttentionBackend, AttentionKernel, AttentionMask};
-use phi3v_nn::{Linear, NamedLinears, Weights, WeightsError};
+use phi3v_nn::{Linear, NamedLinears, WeightsError, WeightsView};
 
 use crate::cache::KvCache;
 use crate::config::Phi3Config;
@@ -31,47 +31,19 @@ pub struct Phi3Attention<B: Backend> {
 }
 
 impl<B: Backend> Phi3Attention<B> {
-    pub fn random(config: &Phi3Config, std: f64, device: &B::Device) -> Self {
-        Self {
-            qkv_proj: Linear::random(config.hidden_size, config.qkv_dim(), false, std, device),
-            o_proj: Linear::random(
-                config.num_attention_heads * config.head_dim(),
-                config.hidden_size,
-                false,
-                std,
-                device,
-            ),
-            heads: config.num_attention_heads,
-            kv_heads: config.num_key_value_heads,
-            head_dim: config.head_dim(),
-            kernel: AttentionKernel::default(),
-        }
-    }
-
-    /// Loads `{prefix}.qkv_proj.weight` and `{prefix}.o_proj.weight`.
-    pub fn load(
-        weights: &Weights,
-        prefix: &str,
+    /// `qkv_proj` and `o_proj` under `vb`.
+    pub fn new(
+        vb: WeightsView<'_>,
         config: &Phi3Config,
         device: &B::Device,
     ) -> Result<Self, WeightsError> {
+        let (hidden, heads_dim) = (
+            config.hidden_size,
+            config.num_attention_heads * config.head_dim(),
+        );
         Ok(Self {
-            qkv_proj: Linear::load(
-                weights,
-                &format!("{prefix}.qkv_proj"),
-                config.hidden_size,
-                config.qkv_dim(),
-                false,
-                device,
-            )?,
-            o_proj: Linear::load(
-                weights,
-                &format!("{prefix}.o_proj"),
-                config.num_attention_heads * config.head_dim(),
-                config.hidden_size,
-                false,
-                device,
-            )?,
+            qkv_proj: Linear::new(vb.pp("qkv_proj"), hidden, config.qkv_dim(), false, device)?,
+            o_proj: Linear::new(vb.pp("o_proj"), heads_dim, hidden, false, device)?,
             heads: config.num_attention_heads,
             kv_heads: config.num_key_value_heads,
             head_dim: config.head_dim(),
@@ -147,7 +119,7 @@ fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
 
 impl<B: Backend> NamedLinears<B> for Phi3Attention<B> {
     fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
-        f(&format!("{prefix}qkv_proj"), &mut self.qkv_proj);
-        f(&format!("{prefix}o_proj"), &mut self.o_proj);
+        self.qkv_proj.for_each_linear(prefix, f);
+        self.o_proj.for_each_linear(prefix, f);
     }
 }

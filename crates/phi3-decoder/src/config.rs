@@ -51,41 +51,62 @@ pub struct Phi3Config {
     pub tie_word_embeddings: bool,
 }
 
-/// The raw `config.json` fields we read; everything else in the file is ignored.
-#[derive(Deserialize)]
-struct RawConfig {
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
+/// The decoder keys of a `config.json`, as the file spells them: one struct reads and writes
+/// them. [`Phi3Config`] is what they mean, normalised and validated
+/// ([`Phi3Config::from_json`]); [`Phi3ConfigJson::from_config`] writes a config back.
+///
+/// Missing keys take the defaults transformers gives them. Keys of the file that are not
+/// decoder keys are ignored here (a wrapping struct, such as Phi-3-V's, flattens this one and
+/// keeps them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phi3ConfigJson {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// `num_attention_heads` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_key_value_heads: Option<usize>,
     #[serde(default = "default_eps")]
-    rms_norm_eps: f64,
-    rope_theta: Option<f64>,
-    max_position_embeddings: usize,
-    original_max_position_embeddings: Option<usize>,
-    rope_scaling: Option<serde_json::Value>,
-    rope_parameters: Option<serde_json::Value>,
-    sliding_window: Option<usize>,
-    #[serde(default = "default_bos")]
-    bos_token_id: u32,
-    #[serde(default = "default_eos")]
-    eos_token_id: OneOrMany,
-    #[serde(default = "default_pad")]
-    pad_token_id: Option<u32>,
+    pub rms_norm_eps: f64,
+    /// 10000 when absent (and not in `rope_parameters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    pub max_position_embeddings: usize,
+    /// `max_position_embeddings` when absent (and not in `rope_parameters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_max_position_embeddings: Option<usize>,
+    /// The released spelling of the rotary scaling (`"type": "su"` or `"longrope"`); `null`
+    /// for plain RoPE.
     #[serde(default)]
-    tie_word_embeddings: bool,
+    pub rope_scaling: Option<RopeJson>,
+    /// transformers 5's spelling (`"rope_type": "longrope"`); wins over `rope_scaling`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_parameters: Option<RopeJson>,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    #[serde(default = "default_bos")]
+    pub bos_token_id: u32,
+    #[serde(default = "default_eos")]
+    pub eos_token_id: TokenIds,
+    /// `null` means 32000 too.
+    #[serde(default = "default_pad")]
+    pub pad_token_id: Option<u32>,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
     #[serde(default = "default_act")]
-    hidden_act: String,
-    partial_rotary_factor: Option<f64>,
-    head_dim: Option<usize>,
+    pub hidden_act: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_rotary_factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
 }
 
 /// `eos_token_id` is an integer or a list in Hugging Face configs.
-#[derive(Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-enum OneOrMany {
+pub enum TokenIds {
     One(u32),
     Many(Vec<u32>),
 }
@@ -96,8 +117,8 @@ fn default_eps() -> f64 {
 fn default_bos() -> u32 {
     1
 }
-fn default_eos() -> OneOrMany {
-    OneOrMany::One(32000)
+fn default_eos() -> TokenIds {
+    TokenIds::One(32000)
 }
 fn default_pad() -> Option<u32> {
     Some(32000)
@@ -107,25 +128,76 @@ fn default_act() -> String {
 }
 
 /// The rotary block of a config, whichever key and spelling it came under.
-#[derive(Deserialize)]
-struct RawRope {
-    #[serde(alias = "rope_type")]
-    r#type: Option<String>,
-    short_factor: Option<Vec<f64>>,
-    long_factor: Option<Vec<f64>>,
-    attention_factor: Option<f64>,
-    factor: Option<f64>,
-    rope_theta: Option<f64>,
-    original_max_position_embeddings: Option<usize>,
-    partial_rotary_factor: Option<f64>,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeJson {
+    /// `"su"`, `"longrope"` or `"default"`; transformers 5 names it `rope_type`.
+    #[serde(
+        rename = "type",
+        alias = "rope_type",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_factor: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_factor: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_max_position_embeddings: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_rotary_factor: Option<f64>,
+}
+
+impl Phi3ConfigJson {
+    /// The keys that describe `config`, in the released model's spelling (`rope_scaling` with
+    /// `"type": "su"`, every default written out).
+    pub fn from_config(config: &Phi3Config) -> Self {
+        Self {
+            vocab_size: config.vocab_size,
+            hidden_size: config.hidden_size,
+            intermediate_size: config.intermediate_size,
+            num_hidden_layers: config.num_hidden_layers,
+            num_attention_heads: config.num_attention_heads,
+            num_key_value_heads: Some(config.num_key_value_heads),
+            rms_norm_eps: config.rms_norm_eps,
+            rope_theta: Some(config.rope_theta),
+            max_position_embeddings: config.max_position_embeddings,
+            original_max_position_embeddings: Some(config.original_max_position_embeddings),
+            rope_scaling: config.rope_scaling.as_ref().map(|r| RopeJson {
+                kind: Some("su".into()),
+                short_factor: Some(r.short_factor.clone()),
+                long_factor: Some(r.long_factor.clone()),
+                attention_factor: r.attention_factor,
+                factor: r.factor,
+                rope_theta: None,
+                original_max_position_embeddings: None,
+                partial_rotary_factor: None,
+            }),
+            rope_parameters: None,
+            sliding_window: config.sliding_window,
+            bos_token_id: config.bos_token_id,
+            eos_token_id: TokenIds::One(config.eos_token_id),
+            pad_token_id: Some(config.pad_token_id),
+            tie_word_embeddings: config.tie_word_embeddings,
+            hidden_act: default_act(),
+            partial_rotary_factor: None,
+            head_dim: None,
+        }
+    }
 }
 
 impl Phi3Config {
     /// Parses a `config.json` text and validates it.
     pub fn from_json_str(text: &str) -> Result<Self, DecoderError> {
-        let raw: RawConfig =
+        let raw: Phi3ConfigJson =
             serde_json::from_str(text).map_err(|e| DecoderError::Config(e.to_string()))?;
-        Self::from_raw(raw)
+        Self::from_json(raw)
     }
 
     /// Reads and validates a `config.json` file; errors name the file.
@@ -140,26 +212,21 @@ impl Phi3Config {
     /// Reads the decoder part of a larger config value (the Phi-3-V `config.json` holds the
     /// decoder keys at top level, beside `embd_layer` and `img_processor`).
     pub fn from_value(value: &serde_json::Value) -> Result<Self, DecoderError> {
-        let raw: RawConfig = serde_json::from_value(value.clone())
+        let raw: Phi3ConfigJson = serde_json::from_value(value.clone())
             .map_err(|e| DecoderError::Config(e.to_string()))?;
-        Self::from_raw(raw)
+        Self::from_json(raw)
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Self, DecoderError> {
+    /// Normalises the keys of a `config.json` (any rotary spelling, defaults) and validates
+    /// the result.
+    pub fn from_json(raw: Phi3ConfigJson) -> Result<Self, DecoderError> {
         if raw.hidden_act != "silu" {
             return Err(DecoderError::Config(format!(
                 "hidden_act `{}` is not supported (Phi-3 uses `silu`)",
                 raw.hidden_act
             )));
         }
-        let rope_value = raw.rope_parameters.or(raw.rope_scaling);
-        let rope: Option<RawRope> = match rope_value {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(
-                serde_json::from_value(v)
-                    .map_err(|e| DecoderError::Config(format!("rope scaling: {e}")))?,
-            ),
-        };
+        let rope = raw.rope_parameters.or(raw.rope_scaling);
         let mut rope_theta = raw.rope_theta;
         let mut original_max = raw.original_max_position_embeddings;
         let mut partial = raw.partial_rotary_factor;
@@ -169,7 +236,7 @@ impl Phi3Config {
                 rope_theta = rope_theta.or(r.rope_theta);
                 original_max = original_max.or(r.original_max_position_embeddings);
                 partial = partial.or(r.partial_rotary_factor);
-                match r.r#type.as_deref() {
+                match r.kind.as_deref() {
                     Some("su") | Some("longrope") => Some(RopeScaling {
                         short_factor: r.short_factor.ok_or_else(|| {
                             DecoderError::Config("longrope scaling without `short_factor`".into())
@@ -197,8 +264,8 @@ impl Phi3Config {
             }
         }
         let eos_token_id = match raw.eos_token_id {
-            OneOrMany::One(id) => id,
-            OneOrMany::Many(ids) => *ids
+            TokenIds::One(id) => id,
+            TokenIds::Many(ids) => *ids
                 .first()
                 .ok_or_else(|| DecoderError::Config("empty eos_token_id list".into()))?,
         };

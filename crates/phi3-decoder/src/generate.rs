@@ -4,8 +4,8 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use phi3v_nn::AttentionBackend;
 
+use crate::decoding::{DecodingConfig, TokenDecoder};
 use crate::model::{ForwardOptions, Phi3Model};
-use crate::sampling::{Sampler, SamplingConfig};
 
 /// When to stop and how to pick tokens.
 #[derive(Debug, Clone)]
@@ -13,7 +13,7 @@ pub struct GenerateOptions {
     pub max_new_tokens: usize,
     /// Generation ends after emitting any of these (the stop token is returned too).
     pub stop_tokens: Vec<u32>,
-    pub sampling: SamplingConfig,
+    pub decoding: DecodingConfig,
 }
 
 impl Default for GenerateOptions {
@@ -22,7 +22,7 @@ impl Default for GenerateOptions {
             max_new_tokens: 64,
             // `<|endoftext|>` and `<|end|>` in the Phi-3 vocabulary.
             stop_tokens: vec![32000, 32007],
-            sampling: SamplingConfig::greedy(),
+            decoding: DecodingConfig::greedy(),
         }
     }
 }
@@ -40,7 +40,7 @@ pub fn generate_from_embeds<B: AttentionBackend>(
 ) -> Vec<u32> {
     let device = embeds.device();
     let mut cache = model.new_cache();
-    let mut sampler = Sampler::new(options.sampling.clone());
+    let mut decoder = TokenDecoder::new(options.decoding.clone());
     let mut out = Vec::new();
     let mut hidden = model.forward_hidden(
         embeds,
@@ -53,7 +53,7 @@ pub fn generate_from_embeds<B: AttentionBackend>(
         let [_, s, h] = hidden.dims();
         let last = hidden.slice([0..1, s - 1..s, 0..h]);
         let logits = model.logits(last).into_data().convert::<f32>();
-        let token = sampler.sample(logits.as_slice::<f32>().expect("f32 logits"));
+        let token = decoder.next_token(logits.as_slice::<f32>().expect("f32 logits"));
         out.push(token);
         on_token(token);
         if options.stop_tokens.contains(&token) || out.len() == options.max_new_tokens {

@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use phi3v_nn::{AttentionBackend, AttentionMask, NamedLinears, Weights, WeightsError};
+use phi3v_nn::{AttentionBackend, AttentionMask, Linear, NamedLinears, WeightsError, WeightsView};
 
 use crate::attention::Phi3Attention;
 use crate::cache::KvCache;
@@ -22,47 +22,23 @@ pub struct DecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    pub fn random(config: &Phi3Config, std: f64, device: &B::Device) -> Self {
-        Self {
-            self_attn: Phi3Attention::random(config, std, device),
-            mlp: Phi3Mlp::random(config.hidden_size, config.intermediate_size, std, device),
-            input_layernorm: RmsNorm::new(config.hidden_size, config.rms_norm_eps, device),
-            post_attention_layernorm: RmsNorm::new(config.hidden_size, config.rms_norm_eps, device),
-        }
-    }
-
-    /// Loads `{prefix}.self_attn.*`, `{prefix}.mlp.*` and both norms.
-    pub fn load(
-        weights: &Weights,
-        prefix: &str,
+    /// `self_attn`, `mlp`, `input_layernorm` and `post_attention_layernorm` under `vb`.
+    pub fn new(
+        vb: WeightsView<'_>,
         config: &Phi3Config,
         device: &B::Device,
     ) -> Result<Self, WeightsError> {
-        let norm = |name: &str| {
-            RmsNorm::load(
-                weights,
-                &format!("{prefix}.{name}.weight"),
-                config.hidden_size,
-                config.rms_norm_eps,
-                device,
-            )
-        };
+        let (hidden, eps) = (config.hidden_size, config.rms_norm_eps);
         Ok(Self {
-            self_attn: Phi3Attention::load(
-                weights,
-                &format!("{prefix}.self_attn"),
-                config,
+            self_attn: Phi3Attention::new(vb.pp("self_attn"), config, device)?,
+            mlp: Phi3Mlp::new(vb.pp("mlp"), hidden, config.intermediate_size, device)?,
+            input_layernorm: RmsNorm::new(vb.pp("input_layernorm"), hidden, eps, device)?,
+            post_attention_layernorm: RmsNorm::new(
+                vb.pp("post_attention_layernorm"),
+                hidden,
+                eps,
                 device,
             )?,
-            mlp: Phi3Mlp::load(
-                weights,
-                &format!("{prefix}.mlp"),
-                config.hidden_size,
-                config.intermediate_size,
-                device,
-            )?,
-            input_layernorm: norm("input_layernorm")?,
-            post_attention_layernorm: norm("post_attention_layernorm")?,
         })
     }
 }
@@ -89,9 +65,8 @@ impl<B: AttentionBackend> DecoderLayer<B> {
 }
 
 impl<B: Backend> NamedLinears<B> for DecoderLayer<B> {
-    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut phi3v_nn::Linear<B>)) {
-        self.self_attn
-            .for_each_linear(&format!("{prefix}self_attn."), f);
-        self.mlp.for_each_linear(&format!("{prefix}mlp."), f);
+    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
+        self.self_attn.for_each_linear(prefix, f);
+        self.mlp.for_each_linear(prefix, f);
     }
 }

@@ -11,7 +11,7 @@
 //!   [`Phi3Model::loss`] is the shifted cross-entropy with ignore index -100, and
 //!   [`Phi3Model::head_loss`] the same from hidden states, with `lm_head` run only where a
 //!   label counts.
-//! - [`KvCache`], [`Sampler`] and [`generate`] decode incrementally.
+//! - [`KvCache`], [`TokenDecoder`] and [`generate`] decode incrementally.
 //!
 //! ```no_run
 //! use burn::backend::Flex;
@@ -28,6 +28,7 @@
 pub mod attention;
 pub mod cache;
 pub mod config;
+pub mod decoding;
 pub mod error;
 pub mod generate;
 pub mod layer;
@@ -36,12 +37,11 @@ pub mod mlp;
 pub mod model;
 pub mod norm;
 pub mod rope;
-pub mod sampling;
 
 pub use cache::KvCache;
-pub use config::{Phi3Config, RopeScaling};
+pub use config::{Phi3Config, Phi3ConfigJson, RopeScaling};
+pub use decoding::{DecodingConfig, TokenDecoder};
 pub use error::DecoderError;
 pub use generate::{generate, generate_from_embeds, GenerateOptions};
 pub use loss::IGNORE_INDEX;
 pub use model::{ForwardOptions, LayerContext, Phi3Model};
-pub use sampling::{Sampler, SamplingConfig};

@@ -6,7 +6,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use phi3v_nn::{Linear, NamedLinears, Weights, WeightsError};
+use phi3v_nn::{Linear, NamedLinears, WeightsError, WeightsView};
 
 /// `down_proj(up * silu(gate))`, where `[gate, up] = gate_up_proj(x)`.
 #[derive(Module, Debug)]
@@ -18,38 +18,22 @@ pub struct Phi3Mlp<B: Backend> {
 }
 
 impl<B: Backend> Phi3Mlp<B> {
-    pub fn random(hidden: usize, intermediate: usize, std: f64, device: &B::Device) -> Self {
-        Self {
-            gate_up_proj: Linear::random(hidden, 2 * intermediate, false, std, device),
-            down_proj: Linear::random(intermediate, hidden, false, std, device),
-        }
-    }
-
-    /// Loads `{prefix}.gate_up_proj.weight` and `{prefix}.down_proj.weight`.
-    pub fn load(
-        weights: &Weights,
-        prefix: &str,
+    /// `gate_up_proj` and `down_proj` under `vb`.
+    pub fn new(
+        vb: WeightsView<'_>,
         hidden: usize,
         intermediate: usize,
         device: &B::Device,
     ) -> Result<Self, WeightsError> {
         Ok(Self {
-            gate_up_proj: Linear::load(
-                weights,
-                &format!("{prefix}.gate_up_proj"),
+            gate_up_proj: Linear::new(
+                vb.pp("gate_up_proj"),
                 hidden,
                 2 * intermediate,
                 false,
                 device,
             )?,
-            down_proj: Linear::load(
-                weights,
-                &format!("{prefix}.down_proj"),
-                intermediate,
-                hidden,
-                false,
-                device,
-            )?,
+            down_proj: Linear::new(vb.pp("down_proj"), intermediate, hidden, false, device)?,
         })
     }
 
@@ -68,7 +52,7 @@ impl<B: Backend> Phi3Mlp<B> {
 
 impl<B: Backend> NamedLinears<B> for Phi3Mlp<B> {
     fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
-        f(&format!("{prefix}gate_up_proj"), &mut self.gate_up_proj);
-        f(&format!("{prefix}down_proj"), &mut self.down_proj);
+        self.gate_up_proj.for_each_linear(prefix, f);
+        self.down_proj.for_each_linear(prefix, f);
     }
 }

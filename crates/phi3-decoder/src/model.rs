@@ -8,9 +8,11 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, FloatDType, Int, Tensor};
+use burn::tensor::{FloatDType, Int, Tensor};
 
-use phi3v_nn::{AttentionBackend, AttentionKernel, AttentionMask, Linear, NamedLinears, Weights};
+use phi3v_nn::{
+    AttentionBackend, AttentionKernel, AttentionMask, Linear, NamedLinears, Weights, WeightsView,
+};
 
 use crate::cache::KvCache;
 use crate::config::Phi3Config;
@@ -58,54 +60,56 @@ pub struct Phi3Model<B: Backend> {
 }
 
 impl<B: Backend> Phi3Model<B> {
-    /// A randomly initialised model (weights `N(0, std^2)`, unit norms), for tests,
-    /// examples and benchmarks.
-    pub fn random(config: &Phi3Config, std: f64, device: &B::Device) -> Result<Self, DecoderError> {
-        config.validate()?;
-        let embed = Tensor::random(
-            [config.vocab_size, config.hidden_size],
-            Distribution::Normal(0.0, std),
-            device,
-        );
-        Ok(Self {
-            embed_tokens: Param::from_tensor(embed),
-            layers: (0..config.num_hidden_layers)
-                .map(|_| DecoderLayer::random(config, std, device))
-                .collect(),
-            norm: RmsNorm::new(config.hidden_size, config.rms_norm_eps, device),
-            lm_head: Linear::random(config.hidden_size, config.vocab_size, false, std, device),
-            rope: LongRope::new(config),
-            config: config.clone(),
-        })
-    }
-
-    /// Loads the decoder from checkpoint tensors named as the reference names them
-    /// (`model.embed_tokens.weight`, `model.layers.{i}.…`, `model.norm.weight`,
-    /// `lm_head.weight`).
-    pub fn load(
-        weights: &Weights,
+    /// The decoder under `vb`, named as the reference names it: `model.embed_tokens.weight`,
+    /// `model.layers.{i}.…`, `model.norm.weight` and `lm_head.weight` (at the root of the
+    /// checkpoint, so `vb` is normally a root view). A checkpoint with tied embeddings and
+    /// no `lm_head.weight` reuses the embedding.
+    ///
+    /// The construction order (embedding, final norm, `lm_head`, then the layers) is the
+    /// order in which a [`phi3v_nn::Recorder`] lists the tensors, and so the order in which
+    /// the test kit draws a random checkpoint's values: keep it.
+    pub fn new(
+        vb: WeightsView<'_>,
         config: &Phi3Config,
         device: &B::Device,
     ) -> Result<Self, DecoderError> {
         config.validate()?;
         let (v, h) = (config.vocab_size, config.hidden_size);
-        let embed = weights.matrix::<B>("model.embed_tokens.weight", [v, h], device)?;
-        let lm_head = if weights.contains("lm_head.weight") || !config.tie_word_embeddings {
-            Linear::load(weights, "lm_head", h, v, false, device)?
+        let model = vb.pp("model");
+        let embed_tokens = model.pp("embed_tokens").matrix("weight", [v, h], device)?;
+        let norm = RmsNorm::new(model.pp("norm"), h, config.rms_norm_eps, device)?;
+        let head = vb.pp("lm_head");
+        let lm_head = if head.contains("weight") || !config.tie_word_embeddings {
+            Linear::new(head, h, v, false, device)?
         } else {
-            Linear::from_tensors(embed.clone().transpose(), None)
+            Linear::from_tensors(embed_tokens.val().transpose(), None).with_name(head.path())
         };
         let layers = (0..config.num_hidden_layers)
-            .map(|i| DecoderLayer::load(weights, &format!("model.layers.{i}"), config, device))
+            .map(|i| DecoderLayer::new(model.pp("layers").pp(i), config, device))
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            embed_tokens: Param::from_tensor(embed),
+            embed_tokens,
             layers,
-            norm: RmsNorm::load(weights, "model.norm.weight", h, config.rms_norm_eps, device)?,
+            norm,
             lm_head,
             rope: LongRope::new(config),
             config: config.clone(),
         })
+    }
+
+    /// A randomly initialised model (weights `N(0, std^2)`, unit norms), for tests,
+    /// examples and benchmarks.
+    pub fn random(config: &Phi3Config, std: f64, device: &B::Device) -> Result<Self, DecoderError> {
+        Self::new(WeightsView::random(std), config, device)
+    }
+
+    /// Loads the decoder from checkpoint tensors (see [`Phi3Model::new`]).
+    pub fn load(
+        weights: &Weights,
+        config: &Phi3Config,
+        device: &B::Device,
+    ) -> Result<Self, DecoderError> {
+        Self::new(WeightsView::load(weights), config, device)
     }
 
     /// Loads `config.json` and the safetensors checkpoint of a Hugging Face model folder.
@@ -255,13 +259,10 @@ impl<B: AttentionBackend> Phi3Model<B> {
     }
 }
 
-/// Names as in the released checkpoint: `model.layers.{i}.*` and `lm_head`, so `prefix`
-/// is normally empty.
+/// The layers in order, then `lm_head`.
 impl<B: Backend> NamedLinears<B> for Phi3Model<B> {
     fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            layer.for_each_linear(&format!("{prefix}model.layers.{i}."), f);
-        }
-        f(&format!("{prefix}lm_head"), &mut self.lm_head);
+        self.layers.for_each_linear(prefix, f);
+        self.lm_head.for_each_linear(prefix, f);
     }
 }

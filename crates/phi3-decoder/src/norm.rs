@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use phi3v_nn::{Weights, WeightsError};
+use phi3v_nn::{Init, WeightsError, WeightsView};
 
 /// `x / sqrt(mean(x^2) + eps) * weight`.
 #[derive(Module, Debug)]
@@ -17,24 +17,15 @@ pub struct RmsNorm<B: Backend> {
 }
 
 impl<B: Backend> RmsNorm<B> {
-    /// A norm with unit weight.
-    pub fn new(hidden: usize, eps: f64, device: &B::Device) -> Self {
-        Self {
-            weight: Param::from_tensor(Tensor::ones([hidden], device)),
-            eps,
-        }
-    }
-
-    /// Loads `{name}` (a `[hidden]` vector).
-    pub fn load(
-        weights: &Weights,
-        name: &str,
+    /// The norm's `weight` (`[hidden]`) under `vb`; one in a random model.
+    pub fn new(
+        vb: WeightsView<'_>,
         hidden: usize,
         eps: f64,
         device: &B::Device,
     ) -> Result<Self, WeightsError> {
         Ok(Self {
-            weight: Param::from_tensor(weights.tensor(name, [hidden], device)?),
+            weight: vb.tensor("weight", [hidden], Init::Ones, device)?,
             eps,
         })
     }

@@ -49,22 +49,7 @@ impl Fixture {
 }
 
 fn assert_close(what: &str, actual: Tensor<B, 3>, expected: (Vec<usize>, Vec<f32>)) {
-    assert_eq!(actual.dims().to_vec(), expected.0, "{what}: shape");
-    let actual = actual.into_data().to_vec::<f32>().unwrap();
-    let (worst, at) = actual
-        .iter()
-        .zip(&expected.1)
-        .enumerate()
-        .map(|(i, (a, e))| ((a - e).abs(), i))
-        .fold(
-            (0.0f32, 0),
-            |m, x| if x.0 > m.0 || x.0.is_nan() { x } else { m },
-        );
-    eprintln!("{what}: max abs error {worst:e}");
-    assert!(
-        worst <= TOL,
-        "{what}: max |rust - reference| = {worst:e} at flat index {at} (tolerance {TOL:e})"
-    );
+    phi3v_testkit::assert_close(what, actual, expected, TOL);
 }
 
 fn check_full_forward(name: &str, case: &str) {
@@ -196,14 +181,10 @@ fn cached_decoding_equals_full_forward() {
         ));
     }
     assert_eq!(cache.len(), p + n);
-    let full_dims = full.dims();
     assert_close(
         "cached vs full",
         Tensor::cat(pieces, 1),
-        (
-            full_dims.to_vec(),
-            full.into_data().to_vec::<f32>().unwrap(),
-        ),
+        phi3v_testkit::values(full),
     );
 }
 

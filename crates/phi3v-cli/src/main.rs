@@ -6,9 +6,11 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use phi3_decoder::{GenerateOptions, SamplingConfig};
-use phi3v::data::sample_data::SampleImageFormat;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
+use phi3_decoder::{DecodingConfig, GenerateOptions};
+use phi3v_cli::{with_backend, BackendChoice};
+use phi3v_data::sample_data::SampleImageFormat;
 
 /// Phi-3-Vision in Rust: generate text about images, check a checkpoint against the
 /// Python reference, make sample data, fine-tune, evaluate and merge adapters.
@@ -25,16 +27,6 @@ struct Cli {
     backend: BackendChoice,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum BackendChoice {
-    /// CPU (pure Rust).
-    Flex,
-    /// GPU through wgpu (Vulkan, Metal, DX12); needs the `wgpu` feature.
-    Wgpu,
-    /// NVIDIA GPU through CUDA; needs the `cuda` feature.
-    Cuda,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,7 +95,7 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         image_size: u32,
         /// Picture encoding.
-        #[arg(long, value_enum, default_value_t = SampleImageFormat::Png)]
+        #[arg(long, default_value = "png", value_parser = PossibleValuesParser::new(SampleImageFormat::NAMES).try_map(|s| s.parse::<SampleImageFormat>()))]
         format: SampleImageFormat,
     },
     /// Fine-tune with LoRA adapters on a product catalogue.
@@ -112,7 +104,7 @@ enum Command {
     /// tables, checkpoints, the PEFT adapter, summary.json and report.html). A run killed
     /// at any point continues with --resume. Without --model a tiny random Phi-3-V is
     /// trained (give --tokenizer); without --data a sample catalogue is generated.
-    Train(Box<phi3v_lora::cli::TrainArgs>),
+    Train(Box<phi3v_cli::TrainArgs>),
     /// Score a model, optionally with a PEFT adapter, on a catalogue's validation split:
     /// generated answers against the truth and the trivial baselines.
     Eval {
@@ -173,7 +165,7 @@ fn main() -> ExitCode {
                 options: GenerateOptions {
                     max_new_tokens,
                     stop_tokens: vec![32000, 32007],
-                    sampling: SamplingConfig {
+                    decoding: DecodingConfig {
                         temperature,
                         top_k,
                         top_p,
@@ -218,11 +210,11 @@ fn main() -> ExitCode {
             out,
         } => cli::train::eval(
             cli.backend,
-            &phi3v_lora::job::EvalJob {
+            &phi3v_train::job::EvalJob {
                 model,
                 adapter,
                 data,
-                split: phi3v::data::split::SplitConfig {
+                split: phi3v_data::split::SplitConfig {
                     seed: 42,
                     validation_fraction: val_fraction,
                 },

@@ -149,7 +149,7 @@ fn sample_data_command_writes_a_catalogue_that_reads_back() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("wrote 12 rows"));
-    let catalogue = phi3v::data::catalogue::Catalogue::open(dir.join("catalogue.parquet")).unwrap();
+    let catalogue = phi3v_data::catalogue::Catalogue::open(dir.join("catalogue.parquet")).unwrap();
     let rows: Vec<_> = catalogue.rows().unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(rows.len(), 12);
     assert!(

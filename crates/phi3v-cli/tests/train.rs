@@ -10,7 +10,7 @@ const STEPS: u64 = 8;
 
 fn tokenizer() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../phi3v-data/tests/data/tokenizer/tokenizer.json")
+        .join("../phi3v-processor/tests/data/tokenizer/tokenizer.json")
 }
 
 /// A small sample catalogue shared by the runs of a test.

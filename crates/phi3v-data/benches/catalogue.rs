@@ -6,7 +6,7 @@
 //!   ([`Catalogue::load`]): what a training run pays before its first step;
 //! - `to_batches/num_crops=N`: the whole path to ready training batches of 8: load, decode,
 //!   HD transform ([`ImageProcessor`], rayon), prompt rendering, tokenization with the Phi-3
-//!   tokenizer (the `tests/data/tokenizer` fixture), labels, collation. `num_crops` 16 is the
+//!   tokenizer (the `phi3v-processor/tests/data/tokenizer` fixture), labels, collation. `num_crops` 16 is the
 //!   released model's setting (a 128 px picture becomes 1344x1344, 17 tiles); 1 shows the
 //!   cost of everything but the transform;
 //! - `generate`: the sample-data generator itself (drawing, PNG encoding, parquet).
@@ -18,14 +18,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use phi3v_data::batch::{collate_training, SampleRef};
 use phi3v_data::catalogue::{Catalogue, CatalogueRow};
-use phi3v_data::image_processor::{ImageProcessor, ProcessorConfig};
 use phi3v_data::images::{FetchConfig, ImageFetcher};
-use phi3v_data::prompt::PromptTemplate;
-use phi3v_data::sample::training_example;
 use phi3v_data::sample_data::{generate, SampleConfig};
-use phi3v_data::tokenize::Phi3Tokenizer;
+use phi3v_processor::batch::{collate_training, SampleRef};
+use phi3v_processor::image_processor::{ImageProcessor, ProcessorConfig};
+use phi3v_processor::prompt::PromptTemplate;
+use phi3v_processor::sample::training_example;
+use phi3v_processor::tokenize::Phi3Tokenizer;
 use rayon::prelude::*;
 
 const ROWS: usize = 512;
@@ -59,7 +59,8 @@ fn bench(c: &mut Criterion) {
     let small = sample(&dir.path().join("small"), BATCH_ROWS);
     let fetcher = fetcher(&dir.path().join("cache"));
     let tokenizer = Phi3Tokenizer::from_file(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokenizer/tokenizer.json"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../phi3v-processor/tests/data/tokenizer/tokenizer.json"),
     )
     .unwrap();
     let template = PromptTemplate::burberry();

@@ -4,11 +4,16 @@
 //! Hugging Face safetensors checkpoints, both are made of linear projections, and both
 //! run attention. Those pieces live here, once, so that a change to one of them (a
 //! faster attention kernel, an adapter on every linear layer) reaches both models.
+//!
+//! Blocks name their tensors through a scoped [`WeightsView`] (`vb.pp("self_attn")`), so one
+//! constructor per block loads a checkpoint, initialises a random model, or records the
+//! checkpoint's tensor list, and every [`Linear`] knows its Hugging Face module name.
 
 pub mod attention;
 pub mod linear;
 pub mod lora;
 pub mod named;
+pub mod view;
 pub mod weights;
 
 pub use attention::{
@@ -17,4 +22,5 @@ pub use attention::{
 pub use linear::Linear;
 pub use lora::{LoraAdapter, LoraConfig, LoraInit};
 pub use named::NamedLinears;
+pub use view::{Init, Recorder, TensorSpec, WeightsView};
 pub use weights::{Weights, WeightsError};

@@ -6,10 +6,11 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Distribution, FloatDType, Tensor};
+use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::lora::LoraAdapter;
-use crate::weights::{Weights, WeightsError};
+use crate::view::{Init, WeightsView};
+use crate::weights::WeightsError;
 
 /// `y = x W + b`, plus `s (x A) B` when a LoRA adapter is attached.
 ///
@@ -24,11 +25,38 @@ pub struct Linear<B: Backend> {
     pub bias: Option<Param<Tensor<B, 1>>>,
     /// A low-rank adapter, when one is attached.
     pub lora: Option<LoraAdapter<B>>,
+    /// The Hugging Face module name (`model.layers.3.self_attn.qkv_proj`): the path of the
+    /// [`WeightsView`] the layer was built from. Adapter plans, PEFT exports and merges
+    /// address the layer by it.
+    #[module(skip)]
+    name: String,
 }
 
 impl<B: Backend> Linear<B> {
-    /// A layer with weights drawn from `N(0, std^2)` and a zero bias, as Hugging Face
-    /// initialises with `initializer_range`.
+    /// The layer under `vb`'s path: `weight` (`[out, in]` in the checkpoint) and, when
+    /// `bias`, `bias`. Random layers draw the weight from `N(0, std^2)` with a zero bias.
+    pub fn new(
+        vb: WeightsView<'_>,
+        d_input: usize,
+        d_output: usize,
+        bias: bool,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
+        let weight = vb.linear_weight("weight", d_input, d_output, device)?;
+        let bias = if bias {
+            Some(vb.tensor("bias", [d_output], Init::Zeros, device)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            lora: None,
+            name: vb.path().to_string(),
+        })
+    }
+
+    /// An unnamed random layer ([`Linear::new`] on [`WeightsView::random`]), for tests.
     pub fn random(
         d_input: usize,
         d_output: usize,
@@ -36,39 +64,20 @@ impl<B: Backend> Linear<B> {
         std: f64,
         device: &B::Device,
     ) -> Self {
-        let weight = Tensor::random([d_input, d_output], Distribution::Normal(0.0, std), device);
-        Self {
-            weight: Param::from_tensor(weight),
-            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_output], device))),
-            lora: None,
-        }
+        Self::new(WeightsView::random(std), d_input, d_output, bias, device)
+            .expect("random initialisation reads no checkpoint")
     }
 
-    /// Loads `{prefix}.weight` (`[out, in]` in the file) and, when `bias`, `{prefix}.bias`.
-    pub fn load(
-        weights: &Weights,
-        prefix: &str,
-        d_input: usize,
-        d_output: usize,
-        bias: bool,
-        device: &B::Device,
-    ) -> Result<Self, WeightsError> {
-        let weight =
-            weights.linear_weight::<B>(&format!("{prefix}.weight"), d_input, d_output, device)?;
-        let bias = if bias {
-            Some(Param::from_tensor(weights.tensor::<B, 1>(
-                &format!("{prefix}.bias"),
-                [d_output],
-                device,
-            )?))
-        } else {
-            None
-        };
-        Ok(Self {
-            weight: Param::from_tensor(weight),
-            bias,
-            lora: None,
-        })
+    /// The Hugging Face module name the layer was built under (empty for a layer made from
+    /// tensors and not named since).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The same layer under module name `name`.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
     }
 
     /// Input and output widths.
@@ -117,12 +126,14 @@ impl<B: Backend> Linear<B> {
         }
     }
 
-    /// A layer from a weight (`[d_input, d_output]`) and an optional bias.
+    /// An unnamed layer from a weight (`[d_input, d_output]`) and an optional bias (see
+    /// [`Linear::with_name`]).
     pub fn from_tensors(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
         Self {
             weight: Param::from_tensor(weight),
             bias: bias.map(Param::from_tensor),
             lora: None,
+            name: String::new(),
         }
     }
 }

@@ -9,6 +9,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Bool, Tensor, TensorData};
 use phi3v_nn::attention::{autodiff_backward_runs, AttentionKernel, AttentionMask};
 use phi3v_nn::{attention, naive_attention};
+use phi3v_testkit::tensor_max_diff as max_diff;
 
 type B = Autodiff<Flex>;
 
@@ -96,16 +97,6 @@ impl Case {
         });
         base.with_sliding_window(self.window).with_padding(padding)
     }
-}
-
-fn max_diff(a: Tensor<Flex, 4>, b: Tensor<Flex, 4>) -> f32 {
-    let a = a.into_data().to_vec::<f32>().unwrap();
-    let b = b.into_data().to_vec::<f32>().unwrap();
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Runs `kernel` on the case's inputs and returns the output and the gradients of

@@ -6,13 +6,10 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::tensor::{Distribution, Tensor};
 use phi3v_nn::{Linear, LoraAdapter, LoraConfig, LoraInit};
+use phi3v_testkit::tensor_max_diff as max_diff;
 
 type B = Flex;
 type AD = Autodiff<Flex>;
-
-fn max_diff(a: Tensor<B, 3>, b: Tensor<B, 3>) -> f32 {
-    (a - b).abs().max().into_scalar()
-}
 
 #[test]
 fn fresh_adapter_changes_nothing_and_factored_equals_merged() {

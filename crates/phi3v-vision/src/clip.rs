@@ -6,14 +6,15 @@
 use burn::module::{Module, Param};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::Tensor;
 
 use phi3v_nn::{
-    attention, AttentionBackend, AttentionKernel, AttentionMask, Linear, NamedLinears, Weights,
-    WeightsError,
+    attention, AttentionBackend, AttentionKernel, AttentionMask, Init, Linear, NamedLinears,
+    Recorder, Weights, WeightsError, WeightsView,
 };
 
 use crate::config::{Activation, ClipVisionConfig};
+use crate::embedding::{EMBEDDING_PATH, IMG_PROCESSOR};
 use crate::layer_norm::LayerNorm;
 
 /// Patch, class and position embeddings.
@@ -31,45 +32,30 @@ pub struct ClipEmbeddings<B: Backend> {
 }
 
 impl<B: Backend> ClipEmbeddings<B> {
-    fn random(c: &ClipVisionConfig, std: f64, device: &B::Device) -> Self {
-        let k = c.num_channels * c.patch_size * c.patch_size;
-        let normal = Distribution::Normal(0.0, std);
-        Self {
-            class_embedding: Param::from_tensor(Tensor::random([c.hidden_size], normal, device)),
-            patch_embedding: Param::from_tensor(Tensor::random([k, c.hidden_size], normal, device)),
-            position_embedding: Param::from_tensor(Tensor::random(
-                [c.num_positions(), c.hidden_size],
-                normal,
-                device,
-            )),
-            patch: c.patch_size,
-        }
-    }
-
-    fn load(
-        weights: &Weights,
-        prefix: &str,
+    /// `class_embedding`, `patch_embedding.weight` (a `[hidden, channels, patch, patch]`
+    /// convolution, held as a matrix) and `position_embedding.weight` under `vb`.
+    pub fn new(
+        vb: WeightsView<'_>,
         c: &ClipVisionConfig,
         device: &B::Device,
     ) -> Result<Self, WeightsError> {
         let (h, p, ch) = (c.hidden_size, c.patch_size, c.num_channels);
-        let conv = weights.tensor::<B, 4>(
-            &format!("{prefix}.patch_embedding.weight"),
-            [h, ch, p, p],
-            device,
-        )?;
         Ok(Self {
-            class_embedding: Param::from_tensor(weights.tensor(
-                &format!("{prefix}.class_embedding"),
-                [h],
+            class_embedding: vb.tensor("class_embedding", [h], Init::Normal, device)?,
+            patch_embedding: vb.pp("patch_embedding").tensor_mapped(
+                "weight",
+                [h, ch, p, p],
+                [ch * p * p, h],
+                Init::Normal,
+                |conv| conv.reshape([h, ch * p * p]).transpose(),
                 device,
-            )?),
-            patch_embedding: Param::from_tensor(conv.reshape([h, ch * p * p]).transpose()),
-            position_embedding: Param::from_tensor(weights.tensor(
-                &format!("{prefix}.position_embedding.weight"),
+            )?,
+            position_embedding: vb.pp("position_embedding").tensor(
+                "weight",
                 [c.num_positions(), h],
+                Init::Normal,
                 device,
-            )?),
+            )?,
             patch: p,
         })
     }
@@ -121,61 +107,24 @@ pub struct ClipEncoderLayer<B: Backend> {
 }
 
 impl<B: Backend> ClipEncoderLayer<B> {
-    fn random(c: &ClipVisionConfig, std: f64, device: &B::Device) -> Self {
-        let (h, i) = (c.hidden_size, c.intermediate_size);
-        Self {
-            layer_norm1: LayerNorm::new(h, c.layer_norm_eps, device),
-            q_proj: Linear::random(h, h, true, std, device),
-            k_proj: Linear::random(h, h, true, std, device),
-            v_proj: Linear::random(h, h, true, std, device),
-            out_proj: Linear::random(h, h, true, std, device),
-            layer_norm2: LayerNorm::new(h, c.layer_norm_eps, device),
-            fc1: Linear::random(h, i, true, std, device),
-            fc2: Linear::random(i, h, true, std, device),
-            heads: c.num_attention_heads,
-            activation: c.hidden_act,
-            kernel: AttentionKernel::default(),
-        }
-    }
-
-    fn load(
-        weights: &Weights,
-        prefix: &str,
+    /// `layer_norm1`, `self_attn.{q,k,v,out}_proj`, `layer_norm2` and `mlp.fc{1,2}` under
+    /// `vb`, every projection with a bias.
+    pub fn new(
+        vb: WeightsView<'_>,
         c: &ClipVisionConfig,
         device: &B::Device,
     ) -> Result<Self, WeightsError> {
         let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
-        let lin = |name: &str, d_in, d_out| {
-            Linear::load(
-                weights,
-                &format!("{prefix}.{name}"),
-                d_in,
-                d_out,
-                true,
-                device,
-            )
-        };
+        let (attn, mlp) = (vb.pp("self_attn"), vb.pp("mlp"));
         Ok(Self {
-            layer_norm1: LayerNorm::load(
-                weights,
-                &format!("{prefix}.layer_norm1"),
-                h,
-                eps,
-                device,
-            )?,
-            q_proj: lin("self_attn.q_proj", h, h)?,
-            k_proj: lin("self_attn.k_proj", h, h)?,
-            v_proj: lin("self_attn.v_proj", h, h)?,
-            out_proj: lin("self_attn.out_proj", h, h)?,
-            layer_norm2: LayerNorm::load(
-                weights,
-                &format!("{prefix}.layer_norm2"),
-                h,
-                eps,
-                device,
-            )?,
-            fc1: lin("mlp.fc1", h, i)?,
-            fc2: lin("mlp.fc2", i, h)?,
+            layer_norm1: LayerNorm::new(vb.pp("layer_norm1"), h, eps, device)?,
+            q_proj: Linear::new(attn.pp("q_proj"), h, h, true, device)?,
+            k_proj: Linear::new(attn.pp("k_proj"), h, h, true, device)?,
+            v_proj: Linear::new(attn.pp("v_proj"), h, h, true, device)?,
+            out_proj: Linear::new(attn.pp("out_proj"), h, h, true, device)?,
+            layer_norm2: LayerNorm::new(vb.pp("layer_norm2"), h, eps, device)?,
+            fc1: Linear::new(mlp.pp("fc1"), h, i, true, device)?,
+            fc2: Linear::new(mlp.pp("fc2"), i, h, true, device)?,
             heads: c.num_attention_heads,
             activation: c.hidden_act,
             kernel: AttentionKernel::default(),
@@ -223,73 +172,70 @@ pub struct ClipVisionTower<B: Backend> {
     config: ClipVisionConfig,
 }
 
-/// Tensor-name prefixes under which a CLIP vision tower is found, most specific first:
-/// inside a Phi-3-V checkpoint, a CLIP checkpoint, and transformers 5's unprefixed layout.
-pub const CLIP_PREFIXES: [&str; 3] = [
-    "model.vision_embed_tokens.img_processor.vision_model.",
-    "vision_model.",
-    "",
-];
+/// The field under which transformers' `CLIPVisionModel` holds the tower.
+pub const VISION_MODEL: &str = "vision_model";
 
 impl<B: Backend> ClipVisionTower<B> {
-    pub fn random(config: &ClipVisionConfig, std: f64, device: &B::Device) -> Self {
-        Self {
-            embeddings: ClipEmbeddings::random(config, std, device),
-            pre_layrnorm: LayerNorm::new(config.hidden_size, config.layer_norm_eps, device),
-            layers: (0..config.num_hidden_layers - 1)
-                .map(|_| ClipEncoderLayer::random(config, std, device))
-                .collect(),
-            config: config.clone(),
-        }
-    }
-
-    /// Loads the tower from tensors under `prefix` (for example `vision_model.`).
-    pub fn load(
-        weights: &Weights,
-        prefix: &str,
+    /// The tower under `vb`: `embeddings.*`, `pre_layrnorm.*` and the first
+    /// `num_hidden_layers - 1` of `encoder.layers.{i}.*`. The checkpoint's last layer and
+    /// `post_layernorm` are only recorded (see [`WeightsView::unused`]), after
+    /// `pre_layrnorm` and after the other layers, as the checkpoint lists them.
+    pub fn new(
+        vb: WeightsView<'_>,
         config: &ClipVisionConfig,
         device: &B::Device,
     ) -> Result<Self, WeightsError> {
+        let (h, eps) = (config.hidden_size, config.layer_norm_eps);
+        let embeddings = ClipEmbeddings::new(vb.pp("embeddings"), config, device)?;
+        let pre_layrnorm = LayerNorm::new(vb.pp("pre_layrnorm"), h, eps, device)?;
+        if let Some(unused) = vb.unused() {
+            LayerNorm::<B>::new(unused.pp("post_layernorm"), h, eps, device)?;
+        }
+        let encoder_layers = vb.pp("encoder").pp("layers");
+        let last = config.num_hidden_layers - 1;
+        let layers = (0..last)
+            .map(|i| ClipEncoderLayer::new(encoder_layers.pp(i), config, device))
+            .collect::<Result<_, _>>()?;
+        if let Some(unused) = encoder_layers.unused() {
+            ClipEncoderLayer::<B>::new(unused.pp(last), config, device)?;
+        }
         Ok(Self {
-            embeddings: ClipEmbeddings::load(
-                weights,
-                &format!("{prefix}embeddings"),
-                config,
-                device,
-            )?,
-            pre_layrnorm: LayerNorm::load(
-                weights,
-                &format!("{prefix}pre_layrnorm"),
-                config.hidden_size,
-                config.layer_norm_eps,
-                device,
-            )?,
-            layers: (0..config.num_hidden_layers - 1)
-                .map(|i| {
-                    ClipEncoderLayer::load(
-                        weights,
-                        &format!("{prefix}encoder.layers.{i}"),
-                        config,
-                        device,
-                    )
-                })
-                .collect::<Result<_, _>>()?,
+            embeddings,
+            pre_layrnorm,
+            layers,
             config: config.clone(),
         })
     }
 
-    /// Loads the tower from whichever of [`CLIP_PREFIXES`] the checkpoint uses.
+    /// A randomly initialised tower (see [`WeightsView::random`]).
+    pub fn random(
+        config: &ClipVisionConfig,
+        std: f64,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
+        Self::new(WeightsView::random(std), config, device)
+    }
+
+    /// Loads the tower from wherever the checkpoint holds it, trying, most specific first:
+    /// inside a Phi-3-V checkpoint (`model.vision_embed_tokens.img_processor.vision_model`),
+    /// a CLIP checkpoint (`vision_model`), and transformers 5's unprefixed layout. A place
+    /// qualifies when the checkpoint holds the tower's first tensor under it.
     pub fn load_detect(
         weights: &Weights,
         config: &ClipVisionConfig,
         device: &B::Device,
     ) -> Result<Self, WeightsError> {
-        let prefix = CLIP_PREFIXES
-            .iter()
-            .find(|p| weights.contains(&format!("{p}embeddings.class_embedding")))
-            .copied()
-            .unwrap_or(CLIP_PREFIXES[1]);
-        Self::load(weights, prefix, config, device)
+        let recorder = Recorder::new();
+        Self::new(WeightsView::record(&recorder), config, device)?;
+        let first = recorder.into_specs().swap_remove(0).name;
+        let root = WeightsView::load(weights);
+        let in_phi3v = root.pp(EMBEDDING_PATH).pp(IMG_PROCESSOR).pp(VISION_MODEL);
+        let in_clip = root.pp(VISION_MODEL);
+        let vb = [in_phi3v, in_clip.clone(), root]
+            .into_iter()
+            .find(|vb| vb.contains(&first))
+            .unwrap_or(in_clip);
+        Self::new(vb, config, device)
     }
 
     pub fn config(&self) -> &ClipVisionConfig {
@@ -321,23 +267,25 @@ impl<B: AttentionBackend> ClipVisionTower<B> {
     }
 }
 
+/// Attention's q, k, v and out projections, then the MLP's two.
 impl<B: Backend> NamedLinears<B> for ClipEncoderLayer<B> {
     fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
-        f(&format!("{prefix}self_attn.q_proj"), &mut self.q_proj);
-        f(&format!("{prefix}self_attn.k_proj"), &mut self.k_proj);
-        f(&format!("{prefix}self_attn.v_proj"), &mut self.v_proj);
-        f(&format!("{prefix}self_attn.out_proj"), &mut self.out_proj);
-        f(&format!("{prefix}mlp.fc1"), &mut self.fc1);
-        f(&format!("{prefix}mlp.fc2"), &mut self.fc2);
+        for linear in [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.out_proj,
+            &mut self.fc1,
+            &mut self.fc2,
+        ] {
+            linear.for_each_linear(prefix, f);
+        }
     }
 }
 
-/// `prefix` is where the tower sits, for example `vision_model.`; the layers follow as
-/// `encoder.layers.{i}.*`.
+/// The layers in order.
 impl<B: Backend> NamedLinears<B> for ClipVisionTower<B> {
     fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            layer.for_each_linear(&format!("{prefix}encoder.layers.{i}."), f);
-        }
+        self.layers.for_each_linear(prefix, f);
     }
 }

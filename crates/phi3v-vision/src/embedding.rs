@@ -11,11 +11,11 @@
 use burn::module::{Module, Param};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::Tensor;
 
-use phi3v_nn::{AttentionBackend, Linear, NamedLinears, Weights};
+use phi3v_nn::{AttentionBackend, Init, Linear, NamedLinears, WeightsView};
 
-use crate::clip::ClipVisionTower;
+use crate::clip::{ClipVisionTower, VISION_MODEL};
 use crate::config::ClipVisionConfig;
 use crate::error::VisionError;
 
@@ -25,6 +25,13 @@ use crate::error::VisionError;
 pub fn image_token_count(h: usize, w: usize, g: usize) -> usize {
     (h * w + 1) * g * g + 1 + (h + 1) * g
 }
+
+/// Where the released Phi-3-V checkpoint puts the image embedding.
+pub const EMBEDDING_PATH: &str = "model.vision_embed_tokens";
+/// Where the image embedding holds its CLIP model (transformers' `CLIPVisionModel`).
+pub const IMG_PROCESSOR: &str = "img_processor";
+/// Module path of the projection MLP under the embedding (`img_projection.0`, `.2`).
+pub const IMG_PROJECTION: &str = "img_projection";
 
 /// The Phi-3-V image embedding (`model.vision_embed_tokens`).
 #[derive(Module, Debug)]
@@ -41,58 +48,58 @@ pub struct ImageEmbedding<B: Backend> {
 }
 
 impl<B: Backend> ImageEmbedding<B> {
-    /// A randomly initialised embedding projecting to `hidden` (the decoder's width).
-    pub fn random(clip: &ClipVisionConfig, hidden: usize, std: f64, device: &B::Device) -> Self {
-        let c4 = 4 * clip.hidden_size;
-        let normal = Distribution::Normal(0.0, std);
-        Self {
-            img_processor: ClipVisionTower::random(clip, std, device),
-            img_projection_0: Linear::random(c4, hidden, true, std, device),
-            img_projection_2: Linear::random(hidden, hidden, true, std, device),
-            glb_gn: Param::from_tensor(Tensor::random([c4], normal, device)),
-            sub_gn: Param::from_tensor(Tensor::random([c4], normal, device)),
-        }
-    }
-
-    /// Loads from the reference's names under `prefix` (normally `model.vision_embed_tokens.`).
-    pub fn load(
-        weights: &Weights,
-        prefix: &str,
+    /// The embedding under `vb` (normally [`EMBEDDING_PATH`]), projecting to
+    /// `hidden` (the decoder's width): the tower under `img_processor.vision_model`, the
+    /// separators `glb_GN` (`[1, 1, 4C]` in the checkpoint) and `sub_GN` (`[1, 1, 1, 4C]`),
+    /// and `img_projection.{0,2}`.
+    ///
+    /// The construction order (tower, separators, projection) is the order in which a
+    /// [`phi3v_nn::Recorder`] lists the tensors, and so the order in which the test kit
+    /// draws a random checkpoint's values: keep it.
+    pub fn new(
+        vb: WeightsView<'_>,
         clip: &ClipVisionConfig,
         hidden: usize,
         device: &B::Device,
     ) -> Result<Self, VisionError> {
         clip.validate()?;
         let c4 = 4 * clip.hidden_size;
-        let tower = ClipVisionTower::load(
-            weights,
-            &format!("{prefix}img_processor.vision_model."),
-            clip,
+        let img_processor =
+            ClipVisionTower::new(vb.pp(IMG_PROCESSOR).pp(VISION_MODEL), clip, device)?;
+        let glb_gn = vb.tensor_mapped(
+            "glb_GN",
+            [1, 1, c4],
+            [c4],
+            Init::Normal,
+            |t| t.reshape([c4]),
             device,
         )?;
-        let glb = weights.tensor::<B, 3>(&format!("{prefix}glb_GN"), [1, 1, c4], device)?;
-        let sub = weights.tensor::<B, 4>(&format!("{prefix}sub_GN"), [1, 1, 1, c4], device)?;
+        let sub_gn = vb.tensor_mapped(
+            "sub_GN",
+            [1, 1, 1, c4],
+            [c4],
+            Init::Normal,
+            |t| t.reshape([c4]),
+            device,
+        )?;
+        let projection = vb.pp(IMG_PROJECTION);
         Ok(Self {
-            img_processor: tower,
-            img_projection_0: Linear::load(
-                weights,
-                &format!("{prefix}img_projection.0"),
-                c4,
-                hidden,
-                true,
-                device,
-            )?,
-            img_projection_2: Linear::load(
-                weights,
-                &format!("{prefix}img_projection.2"),
-                hidden,
-                hidden,
-                true,
-                device,
-            )?,
-            glb_gn: Param::from_tensor(glb.reshape([c4])),
-            sub_gn: Param::from_tensor(sub.reshape([c4])),
+            img_processor,
+            img_projection_0: Linear::new(projection.pp(0), c4, hidden, true, device)?,
+            img_projection_2: Linear::new(projection.pp(2), hidden, hidden, true, device)?,
+            glb_gn,
+            sub_gn,
         })
+    }
+
+    /// A randomly initialised embedding (see [`WeightsView::random`]).
+    pub fn random(
+        clip: &ClipVisionConfig,
+        hidden: usize,
+        std: f64,
+        device: &B::Device,
+    ) -> Result<Self, VisionError> {
+        Self::new(WeightsView::random(std), clip, hidden, device)
     }
 
     /// Merged tokens per crop side (`image_size / patch / 2`).
@@ -200,18 +207,11 @@ pub fn merge_2x2<B: Backend>(features: Tensor<B, 3>) -> Tensor<B, 4> {
         .reshape([n, half, half, 4 * c])
 }
 
-/// `prefix` is where the embedding sits, normally `model.vision_embed_tokens.`.
+/// The tower's layers, then the projection's two.
 impl<B: Backend> NamedLinears<B> for ImageEmbedding<B> {
     fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
-        self.img_processor
-            .for_each_linear(&format!("{prefix}img_processor.vision_model."), f);
-        f(
-            &format!("{prefix}img_projection.0"),
-            &mut self.img_projection_0,
-        );
-        f(
-            &format!("{prefix}img_projection.2"),
-            &mut self.img_projection_2,
-        );
+        self.img_processor.for_each_linear(prefix, f);
+        self.img_projection_0.for_each_linear(prefix, f);
+        self.img_projection_2.for_each_linear(prefix, f);
     }
 }

@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use phi3v_nn::{Weights, WeightsError};
+use phi3v_nn::{Init, WeightsError, WeightsView};
 
 /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension (biased variance).
 #[derive(Module, Debug)]
@@ -16,29 +16,16 @@ pub struct LayerNorm<B: Backend> {
 }
 
 impl<B: Backend> LayerNorm<B> {
-    pub fn new(dim: usize, eps: f64, device: &B::Device) -> Self {
-        Self {
-            weight: Param::from_tensor(Tensor::ones([dim], device)),
-            bias: Param::from_tensor(Tensor::zeros([dim], device)),
-            eps,
-        }
-    }
-
-    /// Loads `{prefix}.weight` and `{prefix}.bias`.
-    pub fn load(
-        weights: &Weights,
-        prefix: &str,
+    /// `weight` and `bias` (`[dim]`) under `vb`; one and zero in a random model.
+    pub fn new(
+        vb: WeightsView<'_>,
         dim: usize,
         eps: f64,
         device: &B::Device,
     ) -> Result<Self, WeightsError> {
         Ok(Self {
-            weight: Param::from_tensor(weights.tensor(
-                &format!("{prefix}.weight"),
-                [dim],
-                device,
-            )?),
-            bias: Param::from_tensor(weights.tensor(&format!("{prefix}.bias"), [dim], device)?),
+            weight: vb.tensor("weight", [dim], Init::Ones, device)?,
+            bias: vb.tensor("bias", [dim], Init::Zeros, device)?,
             eps,
         })
     }

@@ -20,7 +20,9 @@ pub mod embedding;
 pub mod error;
 pub mod layer_norm;
 
-pub use clip::{ClipVisionTower, CLIP_PREFIXES};
+pub use clip::{ClipVisionTower, VISION_MODEL};
 pub use config::{Activation, ClipVisionConfig};
-pub use embedding::{image_token_count, merge_2x2, ImageEmbedding};
+pub use embedding::{
+    image_token_count, merge_2x2, ImageEmbedding, EMBEDDING_PATH, IMG_PROCESSOR, IMG_PROJECTION,
+};
 pub use error::VisionError;

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use phi3v_nn::Weights;
-use phi3v_vision::{image_token_count, ClipVisionConfig, ClipVisionTower, ImageEmbedding};
+use phi3v_nn::{Weights, WeightsView};
+use phi3v_vision::{
+    image_token_count, ClipVisionConfig, ClipVisionTower, ImageEmbedding, EMBEDDING_PATH,
+};
 
 type B = Flex;
 const TOL: f32 = 1e-4;
@@ -39,19 +41,7 @@ fn grids(w: &Weights) -> Vec<(usize, usize)> {
 }
 
 fn assert_close<const D: usize>(what: &str, actual: Tensor<B, D>, expected: Tensor<B, D>) {
-    assert_eq!(actual.dims(), expected.dims(), "{what}: shape");
-    let a = actual.into_data().to_vec::<f32>().unwrap();
-    let e = expected.into_data().to_vec::<f32>().unwrap();
-    let worst = a
-        .iter()
-        .zip(&e)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    eprintln!("{what}: max abs error {worst:e}");
-    assert!(
-        worst <= TOL,
-        "{what}: max |rust - reference| = {worst:e} > {TOL:e}"
-    );
+    phi3v_testkit::assert_close(what, actual, phi3v_testkit::values(expected), TOL);
 }
 
 #[test]
@@ -70,9 +60,8 @@ fn plain_clip_checkpoint_features_of_layer_minus_2() {
 #[test]
 fn image_embedding_for_two_grids_in_token_order() {
     let weights = Weights::open(data().join("embedding.safetensors")).unwrap();
-    let embedding = ImageEmbedding::<B>::load(
-        &weights,
-        "model.vision_embed_tokens.",
+    let embedding = ImageEmbedding::<B>::new(
+        WeightsView::load(&weights).pp(EMBEDDING_PATH),
         &config(),
         48,
         &Default::default(),
@@ -105,7 +94,7 @@ fn token_counts_of_the_released_sizes() {
 
 #[test]
 fn wrong_tile_count_is_an_error() {
-    let embedding = ImageEmbedding::<B>::random(&config(), 48, 0.02, &Default::default());
+    let embedding = ImageEmbedding::<B>::random(&config(), 48, 0.02, &Default::default()).unwrap();
     let tiles = Tensor::<B, 4>::from_data(
         TensorData::new(vec![0.0f32; 2 * 3 * 56 * 56], [2, 3, 56, 56]),
         &Default::default(),

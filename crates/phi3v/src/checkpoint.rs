@@ -5,19 +5,15 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::FloatDType;
-use phi3_decoder::Phi3Model;
-use phi3v_data::image_processor::ProcessorConfig;
-use phi3v_nn::Weights;
-use phi3v_vision::ImageEmbedding;
+use phi3v_nn::{Weights, WeightsView};
+use phi3v_processor::config::PREPROCESSOR_CONFIG_FILE;
+use phi3v_processor::image_processor::{ImageProcessor, ProcessorConfig};
+use phi3v_processor::tokenize::Phi3Tokenizer;
+use phi3v_processor::{PreprocessorConfig, Processor};
 
 use crate::config::Phi3VConfig;
 use crate::error::Phi3VError;
-use crate::model::Phi3V;
-
-/// Where the token embedding may also be stored in fine-tuned checkpoints.
-const WTE_ALIAS: &str = "model.vision_embed_tokens.wte.weight";
-/// Prefix of the vision path's tensors.
-pub const VISION_PREFIX: &str = "model.vision_embed_tokens.";
+use crate::model::{Phi3V, VISION_PATH};
 
 /// A resolved model folder.
 #[derive(Debug, Clone)]
@@ -28,9 +24,12 @@ pub struct ModelDir {
 impl ModelDir {
     /// A local folder, or a Hugging Face model id (`owner/name`).
     ///
-    /// Ids resolve through the Hugging Face cache layout (`$HF_HOME/hub`, by default
-    /// `~/.cache/huggingface/hub`) with the hf-hub crate: a complete snapshot there is used
-    /// offline; otherwise the files are downloaded into it, unless `HF_HUB_OFFLINE` is set.
+    /// A name that is a folder is used as is; a path-like name (`/..`, `./..`, `../..`) that
+    /// is not a folder fails here and is never sent to the hub. Other names are model ids:
+    /// with the `hub` cargo feature they resolve through the Hugging Face cache layout
+    /// (`$HF_HOME/hub`, by default `~/.cache/huggingface/hub`) with the hf-hub crate, a
+    /// complete snapshot there being used offline, otherwise the files downloaded into it
+    /// unless `HF_HUB_OFFLINE` is set; without the feature they fail, saying so.
     pub fn resolve(name: &str) -> Result<Self, Phi3VError> {
         let path = Path::new(name);
         if path.is_dir() {
@@ -38,37 +37,26 @@ impl ModelDir {
                 path: path.to_path_buf(),
             });
         }
-        let cache = hf_hub::Cache::from_env();
-        let not_found = |why: String| {
-            Phi3VError::Config(format!(
-                "`{name}` is neither a folder nor a model id in the local Hugging Face cache ({}): {why}",
-                cache.path().display()
-            ))
-        };
         if !name.contains('/') || name.starts_with('/') || name.starts_with('.') {
-            return Err(not_found("no such folder".into()));
+            return Err(Phi3VError::Config(format!(
+                "`{name}` is neither a folder nor a model id (owner/name): no such folder"
+            )));
         }
-        let cached = cache.model(name.to_string());
-        if let Some(dir) = complete_snapshot(|file| cached.get(file)) {
-            return Ok(Self { path: dir });
-        }
-        if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v != "0") {
-            return Err(not_found(
-                "not cached, and HF_HUB_OFFLINE forbids a download".into(),
-            ));
-        }
-        let api = hf_hub::api::sync::ApiBuilder::from_env()
-            .build()
-            .map_err(|e| not_found(format!("cannot start a download: {e}")))?;
-        let repo = api.model(name.to_string());
-        let fetch = |file: &str| repo.get(file).ok();
-        complete_snapshot(fetch)
-            .map(|path| Self { path })
-            .ok_or_else(|| not_found("the download failed (is a network reachable?)".into()))
+        resolve_model_id(name)
     }
 
     pub fn config(&self) -> Result<Phi3VConfig, Phi3VError> {
-        Phi3VConfig::from_file(self.path.join("config.json"))
+        Phi3VConfig::from_file(self.path.join(crate::config::CONFIG_FILE))
+    }
+
+    /// The model dir's `preprocessor_config.json`; the released model's values when the
+    /// file is absent.
+    pub fn preprocessor_config(&self) -> Result<PreprocessorConfig, Phi3VError> {
+        let path = self.path.join(PREPROCESSOR_CONFIG_FILE);
+        if !path.is_file() {
+            return Ok(PreprocessorConfig::default());
+        }
+        PreprocessorConfig::read(&path).map_err(|e| Phi3VError::Config(e.to_string()))
     }
 
     /// The image processor settings: `preprocessor_config.json` (num_crops, mean, std) with
@@ -78,37 +66,24 @@ impl ModelDir {
             .vision
             .as_ref()
             .ok_or_else(|| Phi3VError::Config("a text-only model has no image processor".into()))?;
-        let mut processor = ProcessorConfig {
-            crop_size: vision.clip.image_size,
-            patch_size: vision.clip.patch_size,
-            ..ProcessorConfig::default()
-        };
-        let path = self.path.join("preprocessor_config.json");
-        if path.is_file() {
-            let bad = |m: String| Phi3VError::Config(format!("{}: {m}", path.display()));
-            let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-            let value: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-            if let Some(n) = value.get("num_crops").and_then(|v| v.as_u64()) {
-                processor.num_crops = n as usize;
-            }
-            let triple = |key: &str| -> Result<Option<[f32; 3]>, Phi3VError> {
-                match value.get(key) {
-                    None => Ok(None),
-                    Some(v) => serde_json::from_value::<[f32; 3]>(v.clone())
-                        .map(Some)
-                        .map_err(|e| bad(format!("{key}: {e}"))),
-                }
-            };
-            if let Some(mean) = triple("image_mean")? {
-                processor.image_mean = mean;
-            }
-            if let Some(std) = triple("image_std")? {
-                processor.image_std = std;
-            }
-        }
+        let processor = ProcessorConfig::from_preprocessor(
+            &self.preprocessor_config()?,
+            vision.clip.image_size,
+            vision.clip.patch_size,
+        );
         processor.validate()?;
         Ok(processor)
+    }
+
+    /// The model's input processor: its tokenizer, and for a Phi-3-V model its image
+    /// processor ([`Self::processor_config`]).
+    pub fn processor(&self, config: &Phi3VConfig) -> Result<Processor, Phi3VError> {
+        let tokenizer = Phi3Tokenizer::from_file(self.tokenizer_path())?;
+        let images = match &config.vision {
+            Some(_) => Some(ImageProcessor::new(self.processor_config(config)?)?),
+            None => None,
+        };
+        Ok(Processor::new(tokenizer, images))
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
@@ -130,38 +105,68 @@ impl ModelDir {
     ) -> Result<Phi3V<B>, Phi3VError> {
         let config = self.config()?;
         let mut weights = Weights::open(&self.path)?;
-        weights.resolve_alias("model.embed_tokens.weight", WTE_ALIAS);
+        // Some fine-tuned checkpoints store the token embedding only as the vision path's
+        // `wte`.
+        weights.resolve_alias(
+            "model.embed_tokens.weight",
+            &format!("{VISION_PATH}.wte.weight"),
+        );
         weights.set_matrix_dtype(matrix_dtype);
         load_model(&weights, &config, device)
     }
 }
 
-/// Builds the model from opened checkpoint tensors.
+/// Builds the model from opened checkpoint tensors ([`Phi3V::new`] on a loading view).
 pub fn load_model<B: Backend>(
     weights: &Weights,
     config: &Phi3VConfig,
     device: &B::Device,
 ) -> Result<Phi3V<B>, Phi3VError> {
-    let decoder = Phi3Model::load(weights, &config.text, device)?;
-    let vision_embed_tokens = match &config.vision {
-        Some(v) => Some(ImageEmbedding::load(
-            weights,
-            VISION_PREFIX,
-            &v.clip,
-            config.text.hidden_size,
-            device,
-        )?),
-        None => None,
+    Phi3V::new(WeightsView::load(weights), config, device)
+}
+
+/// A model id through the Hugging Face cache, downloading what is missing.
+#[cfg(feature = "hub")]
+fn resolve_model_id(name: &str) -> Result<ModelDir, Phi3VError> {
+    let cache = hf_hub::Cache::from_env();
+    let not_found = |why: String| {
+        Phi3VError::Config(format!(
+            "`{name}` is neither a folder nor a model id in the local Hugging Face cache ({}): {why}",
+            cache.path().display()
+        ))
     };
-    Ok(Phi3V {
-        decoder,
-        vision_embed_tokens,
-    })
+    let cached = cache.model(name.to_string());
+    if let Some(dir) = complete_snapshot(|file| cached.get(file)) {
+        return Ok(ModelDir { path: dir });
+    }
+    if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v != "0") {
+        return Err(not_found(
+            "not cached, and HF_HUB_OFFLINE forbids a download".into(),
+        ));
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .build()
+        .map_err(|e| not_found(format!("cannot start a download: {e}")))?;
+    let repo = api.model(name.to_string());
+    let fetch = |file: &str| repo.get(file).ok();
+    complete_snapshot(fetch)
+        .map(|path| ModelDir { path })
+        .ok_or_else(|| not_found("the download failed (is a network reachable?)".into()))
+}
+
+/// Without the `hub` feature a model id cannot be resolved.
+#[cfg(not(feature = "hub"))]
+fn resolve_model_id(name: &str) -> Result<ModelDir, Phi3VError> {
+    Err(Phi3VError::Config(format!(
+        "`{name}` is not a folder, and Hugging Face model ids need the `hub` cargo feature of \
+         the phi3v crate, which is off in this build"
+    )))
 }
 
 /// The snapshot folder holding a whole checkpoint, with files provided by `get` (from the
 /// cache, or downloaded): config, tokenizer, optional preprocessor config, and the weights
 /// (single file, or the index and every shard it names).
+#[cfg(feature = "hub")]
 fn complete_snapshot(get: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
     let config = get("config.json")?;
     get("tokenizer.json")?;
@@ -189,6 +194,36 @@ fn complete_snapshot(get: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn path_like_names_never_reach_the_hub() {
+        for name in [
+            "/no/such/model",
+            "./no/such",
+            "../no/such",
+            "no-such-folder",
+        ] {
+            let err = ModelDir::resolve(name).unwrap_err().to_string();
+            assert!(
+                err.contains(name) && err.contains("no such folder"),
+                "{err}"
+            );
+        }
+    }
+
+    #[cfg(not(feature = "hub"))]
+    #[test]
+    fn model_ids_need_the_hub_feature() {
+        let err = ModelDir::resolve("microsoft/Phi-3-vision-128k-instruct")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("microsoft/Phi-3-vision-128k-instruct")
+                && err.contains("`hub` cargo feature"),
+            "{err}"
+        );
+    }
+
+    #[cfg(feature = "hub")]
     #[test]
     fn model_ids_resolve_through_the_hub_cache_layout() {
         let home = tempfile::tempdir().unwrap();

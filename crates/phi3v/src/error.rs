@@ -12,7 +12,7 @@ pub enum Phi3VError {
     #[error(transparent)]
     Vision(#[from] phi3v_vision::VisionError),
     #[error(transparent)]
-    Data(#[from] phi3v_data::DataError),
+    Processor(#[from] phi3v_processor::ProcessorError),
     #[error("invalid input: {0}")]
     Input(String),
     #[error("{0}")]

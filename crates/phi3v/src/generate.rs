@@ -6,7 +6,7 @@
 //! it would generate alone.
 
 use burn::tensor::{Int, Tensor, TensorData};
-use phi3_decoder::{ForwardOptions, GenerateOptions, Sampler, SamplingConfig};
+use phi3_decoder::{DecodingConfig, ForwardOptions, GenerateOptions, TokenDecoder};
 use phi3v_nn::AttentionBackend;
 
 use crate::error::Phi3VError;
@@ -35,7 +35,7 @@ pub fn generate<B: AttentionBackend>(
 }
 
 /// Generates for several prompts at once. `images` holds every image of every prompt, in
-/// text order, row after row. Row `i` samples with seed `options.sampling.seed + i`.
+/// text order, row after row. Row `i` samples with seed `options.decoding.seed + i`.
 /// Returns each row's new tokens, up to and including its stop token.
 pub fn generate_batch<B: AttentionBackend>(
     model: &Phi3V<B>,
@@ -78,11 +78,11 @@ pub fn generate_batch<B: AttentionBackend>(
             cache: Some(&mut cache),
         },
     )?;
-    let mut samplers: Vec<Sampler> = (0..rows)
+    let mut decoders: Vec<TokenDecoder> = (0..rows)
         .map(|i| {
-            Sampler::new(SamplingConfig {
-                seed: options.sampling.seed.wrapping_add(i as u64),
-                ..options.sampling.clone()
+            TokenDecoder::new(DecodingConfig {
+                seed: options.decoding.seed.wrapping_add(i as u64),
+                ..options.decoding.clone()
             })
         })
         .collect();
@@ -103,7 +103,7 @@ pub fn generate_batch<B: AttentionBackend>(
             let token = if done[row] {
                 pad_id
             } else {
-                let t = samplers[row].sample(&logits[row * vocab..(row + 1) * vocab]);
+                let t = decoders[row].next_token(&logits[row * vocab..(row + 1) * vocab]);
                 outputs[row].push(t);
                 done[row] = options.stop_tokens.contains(&t);
                 t

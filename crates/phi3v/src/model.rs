@@ -11,10 +11,16 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use phi3_decoder::{ForwardOptions, Phi3Model};
-use phi3v_nn::{AttentionBackend, NamedLinears};
+use phi3v_nn::{AttentionBackend, Linear, NamedLinears, WeightsView};
 use phi3v_vision::ImageEmbedding;
 
+use crate::config::Phi3VConfig;
 use crate::error::Phi3VError;
+
+/// Module path of the image embedding in the released checkpoint
+/// (`model.vision_embed_tokens`); the decoder's tensors sit at the root (`model.layers.*`,
+/// `lm_head`).
+pub const VISION_PATH: &str = phi3v_vision::EMBEDDING_PATH;
 
 /// The images of a batch, as the vision path consumes them.
 #[derive(Debug, Clone)]
@@ -32,6 +38,32 @@ pub struct Phi3V<B: Backend> {
     pub decoder: Phi3Model<B>,
     /// `None` for a text-only checkpoint.
     pub vision_embed_tokens: Option<ImageEmbedding<B>>,
+}
+
+impl<B: Backend> Phi3V<B> {
+    /// The model under `vb` (a root view): the decoder's tensors, and the image embedding
+    /// under [`VISION_PATH`] unless the config is text-only. Loads, initialises or records
+    /// as `vb` does (see [`WeightsView`]).
+    pub fn new(
+        vb: WeightsView<'_>,
+        config: &Phi3VConfig,
+        device: &B::Device,
+    ) -> Result<Self, Phi3VError> {
+        let decoder = Phi3Model::new(vb.clone(), &config.text, device)?;
+        let vision_embed_tokens = match &config.vision {
+            Some(v) => Some(ImageEmbedding::new(
+                vb.pp(VISION_PATH),
+                &v.clip,
+                config.text.hidden_size,
+                device,
+            )?),
+            None => None,
+        };
+        Ok(Self {
+            decoder,
+            vision_embed_tokens,
+        })
+    }
 }
 
 impl<B: AttentionBackend> Phi3V<B> {
@@ -152,13 +184,11 @@ impl<B: AttentionBackend> Phi3V<B> {
     }
 }
 
-/// Hugging Face names of the released checkpoint (`model.layers.*`, `lm_head`,
-/// `model.vision_embed_tokens.*`), so `prefix` is normally empty.
+/// The decoder's layers and `lm_head`, then the vision path's (the order LoRA draws its
+/// fresh `A` matrices in).
 impl<B: Backend> NamedLinears<B> for Phi3V<B> {
-    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut phi3v_nn::Linear<B>)) {
+    fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
         self.decoder.for_each_linear(prefix, f);
-        if let Some(vision) = &mut self.vision_embed_tokens {
-            vision.for_each_linear(&format!("{prefix}{}", crate::checkpoint::VISION_PREFIX), f);
-        }
+        self.vision_embed_tokens.for_each_linear(prefix, f);
     }
 }

@@ -66,19 +66,8 @@ fn case(expected: &Weights, name: &str) -> Case {
 
 fn assert_close<const D: usize>(what: &str, actual: Tensor<B, D>, expected: &Weights, name: &str) {
     let shape = expected.shape(name).unwrap().to_vec();
-    assert_eq!(actual.dims().to_vec(), shape, "{what}: shape");
-    let e = expected.read_f32(name, &shape).unwrap();
-    let a = actual.into_data().to_vec::<f32>().unwrap();
-    let worst = a
-        .iter()
-        .zip(&e)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    eprintln!("{what}: max abs error {worst:e}");
-    assert!(
-        worst <= TOL,
-        "{what}: max |rust - reference| = {worst:e} > {TOL:e}"
-    );
+    let values = expected.read_f32(name, &shape).unwrap();
+    phi3v_testkit::assert_close(what, actual, (shape, values), TOL);
 }
 
 fn check(name: &str) {

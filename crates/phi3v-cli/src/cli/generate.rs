@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use phi3_decoder::GenerateOptions;
-use phi3v::data::prompt::generation_prompt;
 use phi3v::nn::AttentionBackend;
+use phi3v::processor::prompt::generation_prompt;
 use phi3v::Phi3VError;
 
 use super::session::Session;
@@ -47,11 +47,11 @@ pub fn run<B: AttentionBackend>(request: Request, device: B::Device) -> Result<(
     let tokens = phi3v::generate(
         &session.model,
         &inputs.ids,
-        inputs.images.as_ref(),
+        inputs.tensors.images.as_ref(),
         &request.options,
         |t| {
             ids.push(t);
-            if let Ok(text) = session.tokenizer.decode(&ids, true) {
+            if let Ok(text) = session.processor.tokenizer().decode(&ids, true) {
                 // Print only what is new; a partial UTF-8 sequence waits for the next token.
                 if text.len() > printed && text.is_char_boundary(printed) {
                     let _ = write!(stdout, "{}", &text[printed..]);

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
-use burn::tensor::{Int, Tensor, TensorData};
 use phi3_decoder::ForwardOptions;
 use phi3v::Phi3VError;
 use safetensors::tensor::{Dtype, TensorView};
@@ -16,13 +15,11 @@ pub fn run(model: &str, prompt: &str, images: &[PathBuf], out: &Path) -> Result<
     let session = Session::<Flex>::load(model, Default::default())?;
     let inputs = session.inputs(prompt, images)?;
     let n = inputs.ids.len();
-    let ids = Tensor::<Flex, 2, Int>::from_data(
-        TensorData::new(inputs.ids.clone(), [1, n]),
-        &session.device,
-    );
-    let logits = session
-        .model
-        .forward(ids, inputs.images.as_ref(), ForwardOptions::default())?;
+    let logits = session.model.forward(
+        inputs.tensors.input_ids,
+        inputs.tensors.images.as_ref(),
+        ForwardOptions::default(),
+    )?;
     let [_, _, vocab] = logits.dims();
     let values: Vec<f32> = logits
         .into_data()

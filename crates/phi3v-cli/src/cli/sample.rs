@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use phi3v::data::sample_data::{generate, SampleConfig, SampleImageFormat};
-use phi3v::Phi3VError;
+use phi3v_data::sample_data::{generate, SampleConfig, SampleImageFormat};
+use phi3v_data::DataError;
 
 /// The options of `phi3v sample-data`.
 pub struct Options {
@@ -16,7 +16,7 @@ pub struct Options {
     pub format: SampleImageFormat,
 }
 
-pub fn run(o: Options) -> Result<(), Phi3VError> {
+pub fn run(o: Options) -> Result<(), DataError> {
     let config = SampleConfig {
         rows: o.rows,
         seed: o.seed,

@@ -1,17 +1,17 @@
-//! `phi3v train`, `phi3v eval` and `phi3v merge`: thin wrappers over `phi3v-lora`.
+//! `phi3v train`, `phi3v eval` and `phi3v merge`: thin wrappers over `phi3v-train` and
+//! `phi3v-peft`.
 
 use std::path::Path;
 
-use phi3v_lora::cli::TrainArgs;
-use phi3v_lora::job::{describe_run, run_eval, run_job, EvalJob};
-use phi3v_lora::LoraError;
+use phi3v_cli::summary::{describe_run, format_scores};
+use phi3v_cli::{with_backend, BackendChoice, TrainArgs};
+use phi3v_train::job::{run_eval, run_job, EvalJob};
+use phi3v_train::{BurberryTask, TrainError};
 
-use crate::BackendChoice;
-
-pub fn run(backend: BackendChoice, args: &TrainArgs) -> Result<(), LoraError> {
-    let job = args.job()?;
-    let summary = crate::with_backend!(backend, LoraError::Config, B => {
-        run_job::<B>(&job, Default::default())
+pub fn run(backend: BackendChoice, args: &TrainArgs) -> Result<(), TrainError> {
+    let job = args.job()?.prepare()?;
+    let summary = with_backend!(backend, TrainError::Config, B => {
+        run_job::<B, _>(BurberryTask::default(), &job, Default::default())
     })?;
     println!(
         "{}",
@@ -21,32 +21,18 @@ pub fn run(backend: BackendChoice, args: &TrainArgs) -> Result<(), LoraError> {
     Ok(())
 }
 
-pub fn eval(backend: BackendChoice, job: &EvalJob) -> Result<(), LoraError> {
-    let report = crate::with_backend!(backend, LoraError::Config, B => {
-        run_eval::<B>(job, Default::default())
+pub fn eval(backend: BackendChoice, job: &EvalJob) -> Result<(), TrainError> {
+    let report = with_backend!(backend, TrainError::Config, B => {
+        run_eval::<B, _>(BurberryTask::default(), job, Default::default())
     })?;
-    let (m, b) = (&report.metrics.scores, &report.baselines.scores);
-    println!("validation loss     {:.4}", report.metrics.val_loss);
-    println!(
-        "category accuracy   {:.3}  (majority class {:?}: {:.3})",
-        m.category_accuracy, report.baselines.majority_category, b.category_accuracy
-    );
-    println!(
-        "price MAE           {:.1}  (mean price {:.1}: {:.1})",
-        m.price_mae, report.baselines.mean_price, b.price_mae
-    );
-    println!(
-        "price MAPE          {:.1}%  (baseline {:.1}%)",
-        m.price_mape, b.price_mape
-    );
-    println!("title exact match   {:.3}", m.title_exact_match);
-    println!("unparsable answers  {:.3}", m.unparsable_rate);
+    print!("{}", format_scores(&report.metrics));
     println!("details in {}", job.out.join("eval.json").display());
     Ok(())
 }
 
-pub fn merge(model: &Path, adapter: &Path, out: &Path) -> Result<(), LoraError> {
-    let summary = phi3v_lora::merge::merge_adapter(model, adapter, out)?;
+pub fn merge(model: &Path, adapter: &Path, out: &Path) -> Result<(), TrainError> {
+    let summary = phi3v_peft::merge_adapter(model, adapter, out)
+        .map_err(|e| TrainError::Config(e.to_string()))?;
     println!(
         "merged {} adapted weights and {} fully trained tensors into {}",
         summary.merged.len(),

@@ -380,8 +380,18 @@ pub fn write_parquet(
         source,
     };
     let schema = Arc::new(burberry_arrow_schema());
-    let tmp = path.with_extension("parquet.tmp");
-    let file = File::create(&tmp).map_err(io_err)?;
+    // Written beside `path` and renamed into place when complete (removed on failure), so a
+    // reader never sees half a catalogue.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".catalogue-").suffix(".tmp");
+    // A temporary file is private (0600); the catalogue gets what any new file gets.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let tmp = builder
+        .tempfile_in(dir.unwrap_or(Path::new(".")))
+        .map_err(io_err)?;
+    let file = tmp.as_file().try_clone().map_err(io_err)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
@@ -431,6 +441,6 @@ pub fn write_parquet(
         writer.flush().map_err(parquet_err)?;
     }
     writer.close().map_err(parquet_err)?;
-    std::fs::rename(&tmp, path).map_err(io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))?;
     Ok(())
 }

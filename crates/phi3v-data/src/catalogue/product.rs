@@ -120,9 +120,9 @@ impl Product {
 /// Every column by its Burberry name, so a prompt template can name any of them
 /// (`{title}`, `{category3_code}`, `{full_price}`, ...). Prices are floats, written as Python
 /// writes them (`890.0`), as in the reference prompts.
-impl crate::prompt::Fields for Product {
-    fn field(&self, name: &str) -> Option<crate::prompt::FieldValue> {
-        use crate::prompt::FieldValue as V;
+impl phi3v_processor::prompt::Fields for Product {
+    fn field(&self, name: &str) -> Option<phi3v_processor::prompt::FieldValue> {
+        use phi3v_processor::prompt::FieldValue as V;
         Some(match name {
             "website_name" => V::from(self.website_name.as_str()),
             "competence_date" => V::from(self.competence_date.as_str()),

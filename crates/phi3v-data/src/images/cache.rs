@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -20,9 +19,6 @@ use crate::DataError;
 pub struct ImageCache {
     dir: PathBuf,
 }
-
-/// Distinguishes the temporary files of concurrent writers in one process.
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl ImageCache {
     /// A cache in `dir`, created if needed.
@@ -61,26 +57,19 @@ impl ImageCache {
         }
     }
 
-    /// Stores the bytes of `url` atomically (temporary file, then rename) and returns the path.
+    /// Stores the bytes of `url` atomically (a temporary file beside it, synced, then
+    /// renamed into place; removed if anything fails) and returns the path.
     pub fn put(&self, url: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let path = self.path(url);
         let shard = path.parent().expect("cache paths have a shard folder");
         std::fs::create_dir_all(shard)?;
-        let tmp = shard.join(format!(
-            ".{}.{}.{}.tmp",
-            path.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".download-")
+            .suffix(".tmp")
+            .tempfile_in(shard)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&path).map_err(|e| e.error)?;
         Ok(path)
     }
 }

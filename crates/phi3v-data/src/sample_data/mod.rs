@@ -68,7 +68,7 @@ pub const IMAGES_DIR: &str = "images";
 const CLOSED_PORT_URL: &str = "http://127.0.0.1:1";
 
 /// Encoding of the generated pictures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SampleImageFormat {
     /// Lossless; keeps thin pattern lines exact.
@@ -78,10 +78,28 @@ pub enum SampleImageFormat {
 }
 
 impl SampleImageFormat {
+    /// Every format, by the name [`FromStr`](std::str::FromStr) reads.
+    pub const NAMES: [&'static str; 2] = ["png", "jpeg"];
+
     fn extension(self) -> &'static str {
         match self {
             SampleImageFormat::Png => "png",
             SampleImageFormat::Jpeg => "jpg",
+        }
+    }
+}
+
+impl std::str::FromStr for SampleImageFormat {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "png" => Ok(Self::Png),
+            "jpeg" => Ok(Self::Jpeg),
+            other => Err(format!(
+                "unknown image format `{other}` (expected one of {:?})",
+                Self::NAMES
+            )),
         }
     }
 }

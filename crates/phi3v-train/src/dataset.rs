@@ -1,0 +1,196 @@
+//! A task's data: its items turned into training examples, generation prompts and truths,
+//! and batches of them turned into tensors.
+//!
+//! Token counts come from the image sizes alone (the HD plan), so every example is
+//! tokenized up front without decoding an image. Pixels are processed when a batch needs
+//! them, and kept in memory when the whole set fits in [`IMAGE_CACHE_BUDGET`] (the sample
+//! catalogue does; 3,000 full-size Burberry images at 17 crops would not).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use burn::tensor::backend::Backend;
+use phi3v::processor::batch::{collate_generation, collate_training, Batch, SampleRef};
+use phi3v::processor::image_processor::{ImageProcessor, ProcessedImage};
+use phi3v::processor::sample::{
+    generation_example, training_example, GenerationExample, TrainingExample,
+};
+use phi3v::processor::tokenize::Phi3Tokenizer;
+use phi3v::processor::ProcessorError;
+use phi3v::BatchTensors;
+
+use crate::error::TrainError;
+use crate::task::{Task, TaskItem};
+
+/// Bytes of processed pixels kept in memory at most.
+pub const IMAGE_CACHE_BUDGET: usize = 2 << 30;
+
+/// One usable item: what is trained, what is prompted, what is true.
+#[derive(Debug, Clone)]
+pub struct Example<T: Task> {
+    pub item: T::Item,
+    pub example: TrainingExample,
+    pub prompt: GenerationExample,
+    pub truth: T::Truth,
+}
+
+/// An item that could not become an example, and why (it is skipped, not fatal).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedItem {
+    /// Where the item came from (`catalogue row 12`).
+    pub origin: String,
+    pub reason: String,
+}
+
+/// A set of task items with the tokenizer and processor that made them.
+pub struct TaskData<T: Task> {
+    pub items: Vec<Example<T>>,
+    processor: ImageProcessor,
+    cache: Option<Mutex<HashMap<usize, ProcessedImage>>>,
+}
+
+impl<T: Task> TaskData<T> {
+    /// Builds the examples of `items`, skipping (and returning) those that fail: a prompt
+    /// longer than `max_len`, an image whose size the HD transform refuses.
+    pub fn new(
+        task: &T,
+        items: Vec<T::Item>,
+        tokenizer: &Phi3Tokenizer,
+        processor: ImageProcessor,
+        max_len: Option<usize>,
+    ) -> (Self, Vec<SkippedItem>) {
+        let mut out = Vec::new();
+        let mut skipped = Vec::new();
+        let bytes_per_image = processor
+            .config()
+            .pixel_values_shape()
+            .iter()
+            .product::<usize>()
+            * 4;
+        for item in items {
+            let origin = item.origin();
+            match build_example(task, item, tokenizer, &processor, max_len) {
+                Ok(i) => out.push(i),
+                Err(e) => skipped.push(SkippedItem {
+                    origin,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        let cache = (out.len() * bytes_per_image <= IMAGE_CACHE_BUDGET).then(Default::default);
+        (
+            Self {
+                items: out,
+                processor,
+                cache,
+            },
+            skipped,
+        )
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn truths(&self) -> Vec<T::Truth> {
+        self.items.iter().map(|i| i.truth.clone()).collect()
+    }
+
+    /// The processed image of item `index` (from the cache when there is one).
+    pub fn image(&self, index: usize) -> Result<ProcessedImage, TrainError> {
+        if let Some(cache) = &self.cache {
+            if let Some(hit) = cache.lock().expect("image cache lock").get(&index) {
+                return Ok(hit.clone());
+            }
+        }
+        let item = &self.items[index].item;
+        let decoded = item.image().decode().map_err(|e| at(item, e))?;
+        let processed = self.processor.process(&decoded).map_err(|e| at(item, e))?;
+        if let Some(cache) = &self.cache {
+            cache
+                .lock()
+                .expect("image cache lock")
+                .insert(index, processed.clone());
+        }
+        Ok(processed)
+    }
+
+    /// A right-padded training batch of the items at `indices`.
+    pub fn training_batch<B: Backend>(
+        &self,
+        indices: &[usize],
+        device: &B::Device,
+    ) -> Result<BatchTensors<B>, TrainError> {
+        self.batch(
+            indices,
+            device,
+            |item, image| SampleRef::training(&item.example, image),
+            collate_training,
+        )
+    }
+
+    /// A left-padded generation batch of the items at `indices`.
+    pub fn generation_batch<B: Backend>(
+        &self,
+        indices: &[usize],
+        device: &B::Device,
+    ) -> Result<BatchTensors<B>, TrainError> {
+        self.batch(
+            indices,
+            device,
+            |item, image| SampleRef::generation(&item.prompt, image),
+            collate_generation,
+        )
+    }
+
+    /// Collates the items at `indices`, each as `sample` makes it, with `collate`.
+    fn batch<B: Backend>(
+        &self,
+        indices: &[usize],
+        device: &B::Device,
+        sample: impl for<'s> Fn(&'s Example<T>, &'s [ProcessedImage]) -> SampleRef<'s>,
+        collate: fn(&[SampleRef<'_>]) -> Result<Batch, ProcessorError>,
+    ) -> Result<BatchTensors<B>, TrainError> {
+        let images: Vec<ProcessedImage> = indices
+            .iter()
+            .map(|&i| self.image(i))
+            .collect::<Result<_, _>>()?;
+        let samples: Vec<SampleRef<'_>> = indices
+            .iter()
+            .zip(&images)
+            .map(|(&i, img)| sample(&self.items[i], std::slice::from_ref(img)))
+            .collect();
+        Ok(BatchTensors::new(&collate(&samples)?, device)?)
+    }
+}
+
+fn at(item: &impl TaskItem, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Config(format!("{}: {e}", item.origin()))
+}
+
+fn build_example<T: Task>(
+    task: &T,
+    item: T::Item,
+    tokenizer: &Phi3Tokenizer,
+    processor: &ImageProcessor,
+    max_len: Option<usize>,
+) -> Result<Example<T>, TrainError> {
+    let origin = item.origin();
+    let image = item.image();
+    let (w, h) = (image.width as usize, image.height as usize);
+    let tokens = processor.config().num_image_tokens_for_size(w, h)?;
+    let rendered = task.render(&item)?;
+    let example = training_example(tokenizer, &origin, &rendered, &[tokens], max_len)?;
+    let prompt = generation_example(tokenizer, &origin, &rendered.prompt, &[tokens], max_len)?;
+    let truth = task.truth(&item);
+    Ok(Example {
+        item,
+        example,
+        prompt,
+        truth,
+    })
+}

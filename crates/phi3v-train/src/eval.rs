@@ -1,0 +1,147 @@
+//! Evaluation on the validation split: the teacher-forced loss, then greedy generation on
+//! a sample of items, scored from the generated text against the truth and the baselines.
+
+use burn::tensor::ElementConversion;
+use phi3v::decoder::{DecodingConfig, GenerateOptions};
+use phi3v::processor::tokenize::{Phi3Tokenizer, ENDOFTEXT_ID, END_ID, PAD_ID};
+use phi3v::{generate_batch, Phi3V};
+use phi3v_nn::AttentionBackend;
+use phi3v_track::{thumbnail_png, EvalRow};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::TaskData;
+use crate::error::TrainError;
+use crate::task::{Score, Task, TaskItem};
+
+/// Side of the thumbnails in evaluation tables, in pixels.
+pub const THUMBNAIL_SIDE: u32 = 96;
+
+/// One evaluation's numbers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    pub val_loss: f64,
+    /// The task's scores, each beside its baseline.
+    pub scores: Vec<Score>,
+}
+
+impl EvalMetrics {
+    /// Whether every score that has a baseline beats it (false without any).
+    pub fn beats_baselines(&self) -> bool {
+        let verdicts: Vec<bool> = self
+            .scores
+            .iter()
+            .filter_map(Score::beats_baseline)
+            .collect();
+        !verdicts.is_empty() && verdicts.iter().all(|&b| b)
+    }
+}
+
+/// Token-weighted mean loss over the items at `indices`, in batches of `batch_size`.
+pub fn validation_loss<B: AttentionBackend, T: Task>(
+    model: &Phi3V<B>,
+    data: &TaskData<T>,
+    indices: &[usize],
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<f64, TrainError> {
+    let (mut sum, mut weight) = (0.0, 0.0);
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = data.training_batch::<B>(chunk, device)?;
+        let labels = batch.labels.expect("training batches have labels");
+        let loss = model.loss(
+            batch.input_ids,
+            batch.images.as_ref(),
+            Some(batch.attention_mask),
+            labels,
+        )?;
+        let value: f64 = loss.into_scalar().elem();
+        let w = batch.target_tokens as f64;
+        sum += value * w;
+        weight += w;
+    }
+    Ok(if weight > 0.0 { sum / weight } else { f64::NAN })
+}
+
+/// Greedy answers for the items at `indices`, decoded to text.
+pub fn generate_answers<B: AttentionBackend, T: Task>(
+    model: &Phi3V<B>,
+    data: &TaskData<T>,
+    tokenizer: &Phi3Tokenizer,
+    indices: &[usize],
+    batch_size: usize,
+    max_new_tokens: usize,
+    device: &B::Device,
+) -> Result<Vec<String>, TrainError> {
+    let options = GenerateOptions {
+        max_new_tokens,
+        stop_tokens: vec![ENDOFTEXT_ID, END_ID],
+        decoding: DecodingConfig::default(),
+    };
+    let mut out = Vec::with_capacity(indices.len());
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = data.generation_batch::<B>(chunk, device)?;
+        let prompts: Vec<Vec<i64>> = chunk
+            .iter()
+            .map(|&i| data.items[i].prompt.input_ids.clone())
+            .collect();
+        let generated = generate_batch(
+            model,
+            &prompts,
+            batch.images.as_ref(),
+            &options,
+            PAD_ID as u32,
+        )?;
+        for ids in generated {
+            out.push(tokenizer.decode(&ids, true)?.trim().to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Validation loss, generated answers and their scores, and the table rows with thumbnails.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate<B: AttentionBackend, T: Task>(
+    model: &Phi3V<B>,
+    task: &T,
+    baselines: &T::Baselines,
+    data: &TaskData<T>,
+    tokenizer: &Phi3Tokenizer,
+    loss_indices: &[usize],
+    generate_indices: &[usize],
+    batch_size: usize,
+    max_new_tokens: usize,
+    device: &B::Device,
+) -> Result<(EvalMetrics, Vec<EvalRow>), TrainError> {
+    let val_loss = validation_loss(model, data, loss_indices, batch_size, device)?;
+    let texts = generate_answers(
+        model,
+        data,
+        tokenizer,
+        generate_indices,
+        batch_size,
+        max_new_tokens,
+        device,
+    )?;
+    let truths: Vec<T::Truth> = generate_indices
+        .iter()
+        .map(|&i| data.items[i].truth.clone())
+        .collect();
+    let scores = task.score(&texts, &truths, baselines);
+    let mut rows = Vec::with_capacity(texts.len());
+    for ((&i, text), truth) in generate_indices.iter().zip(texts).zip(&truths) {
+        let thumbnail_png = data.items[i]
+            .item
+            .image()
+            .decode()
+            .map(|img| thumbnail_png(&img.to_rgb8(), THUMBNAIL_SIDE))
+            .unwrap_or_default();
+        let (truth, fields) = task.table_row(&text, truth);
+        rows.push(EvalRow {
+            thumbnail_png,
+            truth,
+            generated: text,
+            fields,
+        });
+    }
+    Ok((EvalMetrics { val_loss, scores }, rows))
+}

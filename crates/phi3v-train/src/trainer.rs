@@ -1,0 +1,679 @@
+//! The training loop: micro-batches, gradient accumulation, clipping, AdamW, evaluation,
+//! checkpoints and resume, with everything recorded in the run directory.
+//!
+//! Determinism: the data order is a pure function of the seed and the micro-batch count
+//! (one seeded shuffle per epoch), and the backend's generator (adapter dropout) is
+//! re-seeded from the seed and the micro-batch count before every forward pass. A run
+//! resumed from a checkpoint therefore sees exactly the batches and dropout masks the
+//! uninterrupted run would have, and ends with the same adapters.
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use phi3v::processor::tokenize::Phi3Tokenizer;
+use phi3v::Phi3V;
+use phi3v_nn::{AttentionBackend, NamedLinears};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{
+    latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, TrainState,
+};
+use crate::dataset::TaskData;
+use crate::error::TrainError;
+use crate::eval::{evaluate, EvalMetrics};
+use crate::optim::{clip_factor, AdamW, AdamWConfig, Schedule, ScheduleKind};
+use crate::params::for_each_trainable;
+use crate::precision::BaseDtype;
+use crate::recompute::{recomputed_backward, MicroBatch};
+use crate::run_dir::RunDir;
+use crate::task::Task;
+use phi3v_peft::{export_peft, AdapterPlan};
+use phi3v_track::{Comparison, EvalTable};
+
+/// Everything that decides what a run does. Stored as the run's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub plan: AdapterPlan,
+    pub optimizer: AdamWConfig,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    pub schedule: ScheduleKind,
+    pub warmup_steps: u64,
+    /// Optimizer updates in the run.
+    pub steps: u64,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per update.
+    pub grad_accum: usize,
+    /// Global gradient-norm clip (0 disables).
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    /// Evaluate every this many updates (and at the end); 0 only at the end.
+    pub eval_every: u64,
+    /// Validation items whose answers are generated and scored at each evaluation.
+    pub eval_samples: usize,
+    /// Validation items in the validation loss (0: all).
+    pub val_loss_samples: usize,
+    pub eval_batch_size: usize,
+    pub max_new_tokens: usize,
+    /// Checkpoint every this many updates (and at every evaluation and the end).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept besides the best one.
+    pub keep_last: usize,
+    /// Log training metrics every this many updates.
+    pub log_every: u64,
+    /// Write TensorBoard event files.
+    pub tensorboard: bool,
+    /// Storage dtype of the frozen base's matrices (applied when the job loads the model).
+    pub base_dtype: BaseDtype,
+    /// Keep only each decoder layer's input in the forward pass and recompute the layer
+    /// in the backward pass (see [`crate::recompute`]): activation memory of one layer
+    /// instead of all, for a second forward pass. Needs adapter dropout 0.
+    pub recompute: bool,
+}
+
+impl Default for TrainConfig {
+    /// The reference recipe (lr 4e-5, 50 warmup steps, linear decay, accumulation 16,
+    /// clip 1.0, activation recomputation, a bf16 base where the backend supports it), for a
+    /// run of 1,000 updates.
+    fn default() -> Self {
+        Self {
+            plan: AdapterPlan::default(),
+            optimizer: AdamWConfig::default(),
+            learning_rate: 4e-5,
+            schedule: ScheduleKind::Linear,
+            warmup_steps: 50,
+            steps: 1000,
+            batch_size: 1,
+            grad_accum: 16,
+            max_grad_norm: 1.0,
+            seed: 0,
+            eval_every: 100,
+            eval_samples: 32,
+            val_loss_samples: 0,
+            eval_batch_size: 8,
+            max_new_tokens: 64,
+            checkpoint_every: 100,
+            keep_last: 2,
+            log_every: 10,
+            tensorboard: true,
+            base_dtype: BaseDtype::Auto,
+            recompute: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            kind: self.schedule,
+            peak_lr: self.learning_rate,
+            warmup_steps: self.warmup_steps,
+            total_steps: self.steps,
+        }
+    }
+
+    fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: &str| Err(TrainError::Config(m.to_string()));
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("batch_size and grad_accum must be at least 1");
+        }
+        if self.steps == 0 {
+            return bad("steps must be at least 1");
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate >= 0.0) {
+            return bad("learning_rate must be a finite non-negative number");
+        }
+        if self.recompute && self.plan.lora.dropout > 0.0 {
+            return bad(
+                "activation recomputation needs lora dropout 0 (the recomputed forward \
+                 pass would draw other dropout masks)",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The task's name (`burberry`).
+    pub task: String,
+    pub steps: u64,
+    pub stop_reason: String,
+    /// The last evaluation: validation loss and every score beside its baseline.
+    pub final_eval: Option<EvalMetrics>,
+    pub best_step: Option<u64>,
+    pub best_val_loss: Option<f64>,
+    pub elapsed_secs: f64,
+    pub train_tokens_per_sec: f64,
+    /// Every score that has a baseline beats it in the final evaluation.
+    pub beats_baselines: bool,
+    pub adapter_dir: String,
+    pub report: String,
+}
+
+/// Descriptive text for the report.
+#[derive(Debug, Clone, Default)]
+pub struct RunLabels {
+    pub title: String,
+    pub subtitle: String,
+    /// Where the base model came from (recorded in the adapter config).
+    pub base_model: Option<String>,
+}
+
+/// A fine-tuning run of task `T` in progress.
+pub struct Trainer<B: AutodiffBackend, T: Task> {
+    pub config: TrainConfig,
+    pub model: Phi3V<B>,
+    pub optimizer: AdamW<B::InnerBackend>,
+    pub state: TrainState,
+    pub task: T,
+    pub train: TaskData<T>,
+    pub val: TaskData<T>,
+    /// The task's trivial predictors, fitted on the training split.
+    pub baselines: T::Baselines,
+    tokenizer: Phi3Tokenizer,
+    run: RunDir,
+    labels: RunLabels,
+    device: B::Device,
+    order: EpochOrder,
+}
+
+impl<B, T> Trainer<B, T>
+where
+    B: AutodiffBackend + AttentionBackend,
+    B::InnerBackend: AttentionBackend,
+    T: Task,
+{
+    /// Prepares a run: freezes the base of `model`, attaches the plan's adapters (seeded),
+    /// opens the run directory and writes the resolved config.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        model: Phi3V<B>,
+        config: TrainConfig,
+        task: T,
+        train: TaskData<T>,
+        val: TaskData<T>,
+        tokenizer: Phi3Tokenizer,
+        run_dir: &std::path::Path,
+        labels: RunLabels,
+        device: B::Device,
+    ) -> Result<Self, TrainError> {
+        config.validate()?;
+        if train.is_empty() {
+            return Err(TrainError::Config(
+                "the training split has no usable item".into(),
+            ));
+        }
+        let mut model = burn::module::Module::no_grad(model);
+        B::seed(&device, config.seed);
+        config.plan.apply(&mut model, &device)?;
+        let run = RunDir::open(run_dir, config.tensorboard)?;
+        crate::io::write_json(&run_dir.join("config.json"), &config)?;
+        let baselines = task.fit_baselines(&train.truths());
+        let order = EpochOrder::new(train.len(), config.seed);
+        Ok(Self {
+            optimizer: AdamW::new(config.optimizer.clone()),
+            config,
+            model,
+            state: TrainState::default(),
+            task,
+            train,
+            val,
+            baselines,
+            tokenizer,
+            run,
+            labels,
+            device,
+            order,
+        })
+    }
+
+    /// Continues from the newest checkpoint of the run directory, if there is one.
+    /// Returns its step.
+    pub fn resume(&mut self) -> Result<Option<u64>, TrainError> {
+        let Some(dir) = latest_checkpoint(&self.run.checkpoints()) else {
+            return Ok(None);
+        };
+        self.state = load_checkpoint(
+            &dir,
+            &mut self.model,
+            &self.config.plan.full,
+            &mut self.optimizer,
+            &self.device,
+        )?;
+        self.run.truncate_metrics_after(self.state.step)?;
+        Ok(Some(self.state.step))
+    }
+
+    /// Trains to `config.steps`, evaluating and checkpointing on the way, then exports the
+    /// adapter and writes the summary and the report.
+    pub fn run(&mut self) -> Result<RunSummary, TrainError> {
+        let total = self.config.steps;
+        let bar = progress_bar(total, self.state.step);
+        let started = Instant::now();
+        let elapsed_before = self.state.elapsed_secs;
+        let mut final_eval = None;
+        let mut window = (Instant::now(), 0u64);
+        while self.state.step < total {
+            let step = self.state.step;
+            let lr = self.config.schedule().lr(step);
+            let outcome = match self.train_step(lr) {
+                Ok(o) => o,
+                Err(e) => {
+                    bar.abandon();
+                    return Err(self.stop_on_error(e));
+                }
+            };
+            self.state.step += 1;
+            self.state.tokens_seen += outcome.tokens;
+            self.state.elapsed_secs = elapsed_before + started.elapsed().as_secs_f64();
+            window.1 += outcome.tokens;
+            let s = self.state.step;
+            if s.is_multiple_of(self.config.log_every.max(1)) || s == total {
+                let tps = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+                window = (Instant::now(), 0);
+                self.run.log(s, "train", "loss", outcome.loss)?;
+                self.run.log(s, "train", "lr", lr)?;
+                self.run.log(s, "train", "grad_norm", outcome.grad_norm)?;
+                self.run.log(s, "train", "tokens_per_sec", tps)?;
+                let line = format!("loss {:.4}  lr {lr:.2e}  {tps:.0} tok/s", outcome.loss);
+                if bar.is_hidden() {
+                    eprintln!("step {s}/{total}  {line}");
+                }
+                bar.set_message(line);
+            }
+            bar.set_position(s);
+            let eval_now = s == total
+                || (self.config.eval_every > 0 && s.is_multiple_of(self.config.eval_every));
+            if eval_now {
+                let metrics = self.evaluate_now()?;
+                let loss = metrics.val_loss;
+                if self.state.best_val_loss.is_none_or(|b| loss < b) {
+                    self.state.best_val_loss = Some(loss);
+                    self.state.best_step = Some(s);
+                }
+                if bar.is_hidden() {
+                    let scores: Vec<String> = metrics
+                        .scores
+                        .iter()
+                        .filter(|sc| sc.baseline.is_some())
+                        .map(|sc| sc.brief())
+                        .collect();
+                    eprintln!("eval step {s}: val loss {loss:.4}, {}", scores.join(", "));
+                }
+                final_eval = Some(metrics);
+            }
+            if eval_now
+                || s == total
+                || (self.config.checkpoint_every > 0
+                    && s.is_multiple_of(self.config.checkpoint_every))
+            {
+                self.checkpoint()?;
+            }
+        }
+        bar.finish();
+        let elapsed = self.state.elapsed_secs;
+        self.finish("completed", final_eval, elapsed)
+    }
+
+    /// One optimizer update: `grad_accum` micro-batches, clip, AdamW.
+    fn train_step(&mut self, lr: f64) -> Result<StepOutcome, TrainError> {
+        let accum = self.config.grad_accum;
+        let mut grads = GradientSum::<B>::default();
+        let (mut loss_sum, mut tokens) = (0.0, 0u64);
+        for _ in 0..accum {
+            let k = self.state.micro_batches;
+            let indices = self.order.micro_batch(k, self.config.batch_size);
+            B::seed(&self.device, mix(self.config.seed, k));
+            let batch = self.train.training_batch::<B>(&indices, &self.device)?;
+            tokens += batch.tokens as u64;
+            let labels = batch.labels.expect("training batches have labels");
+            let value = if self.config.recompute {
+                let micro = MicroBatch {
+                    input_ids: batch.input_ids,
+                    images: batch.images.as_ref(),
+                    attention_mask: Some(batch.attention_mask),
+                    labels,
+                };
+                let full = &self.config.plan.full;
+                recomputed_backward(&mut self.model, full, &mut grads, micro, 1.0 / accum as f64)?
+            } else {
+                let loss = self.model.loss(
+                    batch.input_ids,
+                    batch.images.as_ref(),
+                    Some(batch.attention_mask),
+                    labels,
+                )?;
+                let value: f64 = loss.clone().into_scalar().elem();
+                if value.is_finite() {
+                    grads.add(
+                        &mut self.model,
+                        &self.config.plan.full,
+                        loss.div_scalar(accum as f64),
+                    );
+                }
+                value
+            };
+            if !value.is_finite() {
+                return Err(self.non_finite(value));
+            }
+            loss_sum += value;
+            self.state.micro_batches += 1;
+        }
+        let (epoch, offset) = self
+            .order
+            .position(self.state.micro_batches * self.config.batch_size as u64);
+        self.state.epoch = epoch;
+        self.state.epoch_offset = offset;
+        let grad_norm = apply_gradients(
+            &mut self.model,
+            &self.config.plan.full,
+            &mut self.optimizer,
+            grads,
+            lr,
+            self.config.max_grad_norm,
+        );
+        if !grad_norm.is_finite() {
+            return Err(self.non_finite(grad_norm));
+        }
+        self.state.optimizer_steps = self.optimizer.steps;
+        Ok(StepOutcome {
+            loss: loss_sum / accum as f64,
+            grad_norm,
+            tokens,
+        })
+    }
+
+    fn non_finite(&self, value: f64) -> TrainError {
+        TrainError::NonFinite {
+            step: self.state.step + 1,
+            loss: value,
+            checkpoint: latest_checkpoint(&self.run.checkpoints()).map_or_else(
+                || "none (no checkpoint was written yet)".into(),
+                |p| p.display().to_string(),
+            ),
+        }
+    }
+
+    /// Records why the run stopped in the summary and the report, and passes the error on.
+    fn stop_on_error(&mut self, error: TrainError) -> TrainError {
+        let reason = format!("stopped: {error}");
+        let elapsed = self.state.elapsed_secs;
+        if let Err(e) = self.finish(&reason, None, elapsed) {
+            eprintln!("warning: could not write the summary of the stopped run: {e}");
+        }
+        error
+    }
+
+    /// Runs an evaluation on the current weights and records it.
+    pub fn evaluate_now(&mut self) -> Result<EvalMetrics, TrainError> {
+        let model = self.model.valid();
+        let n = self.val.len();
+        let loss_n = if self.config.val_loss_samples == 0 {
+            n
+        } else {
+            self.config.val_loss_samples.min(n)
+        };
+        let loss_indices: Vec<usize> = (0..loss_n).collect();
+        let gen_indices: Vec<usize> = (0..self.config.eval_samples.min(n)).collect();
+        if n == 0 {
+            return Err(TrainError::Config(
+                "the validation split is empty: nothing to evaluate".into(),
+            ));
+        }
+        let (metrics, rows) = evaluate(
+            &model,
+            &self.task,
+            &self.baselines,
+            &self.val,
+            &self.tokenizer,
+            &loss_indices,
+            &gen_indices,
+            self.config.eval_batch_size,
+            self.config.max_new_tokens,
+            &self.device,
+        )?;
+        let s = self.state.step;
+        for score in &metrics.scores {
+            self.run.log(s, "val", &score.key, score.value)?;
+            if let Some(b) = &score.baseline {
+                self.run.log(s, "baseline", &score.key, b.value)?;
+            }
+        }
+        self.run.log(s, "val", "loss", metrics.val_loss)?;
+        let summary = metrics.scores.iter().map(|sc| sc.brief()).collect();
+        self.run.log_eval_table(
+            &EvalTable {
+                step: s,
+                rows,
+                summary,
+            },
+            4,
+        )?;
+        Ok(metrics)
+    }
+
+    fn checkpoint(&mut self) -> Result<(), TrainError> {
+        let root = self.run.checkpoints();
+        std::fs::create_dir_all(&root).map_err(|e| TrainError::io(&root, e))?;
+        save_checkpoint(
+            &root,
+            &self.model,
+            &self.config.plan.full,
+            &self.optimizer,
+            &self.state,
+        )?;
+        prune_checkpoints(&root, self.config.keep_last, self.state.best_step)
+    }
+
+    /// Exports the adapter, writes `summary.json` and `report.html`.
+    fn finish(
+        &mut self,
+        reason: &str,
+        final_eval: Option<EvalMetrics>,
+        elapsed: f64,
+    ) -> Result<RunSummary, TrainError> {
+        let adapter_dir = self.run.adapter();
+        if final_eval.is_some() {
+            export_peft(
+                &self.model.valid(),
+                &self.config.plan,
+                self.labels.base_model.clone(),
+                &adapter_dir,
+            )?;
+        }
+        let comparisons: Vec<Comparison> = final_eval
+            .iter()
+            .flat_map(|m| &m.scores)
+            .map(|sc| Comparison {
+                metric: sc.label.clone(),
+                model: sc.value,
+                baseline: sc.baseline.as_ref().map_or(f64::NAN, |b| b.value),
+                baseline_name: sc
+                    .baseline
+                    .as_ref()
+                    .map_or_else(|| "none".into(), |b| b.name.clone()),
+                higher_is_better: sc.higher_is_better,
+            })
+            .collect();
+        let config_json = serde_json::to_string_pretty(&self.config).unwrap_or_default();
+        let notes = vec![format!(
+            "{reason} after {} updates ({:.0} s)",
+            self.state.step, elapsed
+        )];
+        let report = self.run.write_report(
+            &self.labels.title,
+            &self.labels.subtitle,
+            &config_json,
+            comparisons,
+            notes,
+        )?;
+        let beats_baselines = final_eval
+            .as_ref()
+            .is_some_and(EvalMetrics::beats_baselines);
+        let summary = RunSummary {
+            task: self.task.name().to_string(),
+            steps: self.state.step,
+            stop_reason: reason.to_string(),
+            final_eval,
+            best_step: self.state.best_step,
+            best_val_loss: self.state.best_val_loss,
+            elapsed_secs: elapsed,
+            train_tokens_per_sec: self.state.tokens_seen as f64 / elapsed.max(1e-9),
+            beats_baselines,
+            adapter_dir: adapter_dir.display().to_string(),
+            report: report.display().to_string(),
+        };
+        crate::io::write_json(&self.run.root.join("summary.json"), &summary)?;
+        Ok(summary)
+    }
+}
+
+struct StepOutcome {
+    loss: f64,
+    grad_norm: f64,
+    tokens: u64,
+}
+
+/// Gradients summed over micro-batches, by parameter name, flattened.
+pub struct GradientSum<B: AutodiffBackend> {
+    pub grads: std::collections::BTreeMap<String, Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> Default for GradientSum<B> {
+    fn default() -> Self {
+        Self {
+            grads: Default::default(),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> GradientSum<B> {
+    /// Back-propagates `loss` and adds the trainable tensors' gradients.
+    pub fn add<M: NamedLinears<B>>(&mut self, model: &mut M, full: &[String], loss: Tensor<B, 1>) {
+        self.add_gradients(model, full, &loss.backward());
+    }
+
+    /// Adds the trainable tensors' gradients found in `grads` (tensors outside that
+    /// backward pass have none and are skipped).
+    pub fn add_gradients<M: NamedLinears<B>>(
+        &mut self,
+        model: &mut M,
+        full: &[String],
+        grads: &B::Gradients,
+    ) {
+        for_each_trainable(model, full, &mut |name, slot| {
+            if let Some(g) = slot.grad_flat(grads) {
+                let sum = match self.grads.remove(name) {
+                    Some(prev) => prev + g,
+                    None => g,
+                };
+                self.grads.insert(name.to_string(), sum);
+            }
+        });
+    }
+}
+
+/// Clips the summed gradients to `max_norm` (global L2 norm) and applies one AdamW update
+/// at `lr`. Tensors without a gradient are left alone (no decay either), as PyTorch does.
+/// Returns the norm before clipping.
+pub fn apply_gradients<B: AutodiffBackend, M: NamedLinears<B>>(
+    model: &mut M,
+    full: &[String],
+    optimizer: &mut AdamW<B::InnerBackend>,
+    mut sum: GradientSum<B>,
+    lr: f64,
+    max_norm: f64,
+) -> f64 {
+    let all: Vec<_> = sum.grads.values().cloned().collect();
+    let (norm, factor) = clip_factor(&all, max_norm);
+    optimizer.begin_step();
+    for_each_trainable(model, full, &mut |name, mut slot| {
+        if let Some(g) = sum.grads.remove(name) {
+            let g = if factor < 1.0 {
+                g.mul_scalar(factor)
+            } else {
+                g
+            };
+            let new = optimizer.update(name, slot.flat().inner(), g, lr);
+            slot.set_flat_inner(new);
+        }
+    });
+    norm
+}
+
+/// A 64-bit mix of the seed and a counter (SplitMix64), for per-step seeds.
+fn mix(seed: u64, k: u64) -> u64 {
+    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The training order: epoch `e` is a shuffle seeded by `(seed, e)`, and micro-batch `k`
+/// takes the examples at positions `k * batch ..` of the concatenated epochs.
+struct EpochOrder {
+    n: usize,
+    seed: u64,
+    cached: Option<(u64, Vec<usize>)>,
+}
+
+impl EpochOrder {
+    fn new(n: usize, seed: u64) -> Self {
+        Self {
+            n,
+            seed,
+            cached: None,
+        }
+    }
+
+    fn epoch(&mut self, e: u64) -> &[usize] {
+        if self.cached.as_ref().is_none_or(|(c, _)| *c != e) {
+            let mut order: Vec<usize> = (0..self.n).collect();
+            order.shuffle(&mut StdRng::seed_from_u64(mix(self.seed, e)));
+            self.cached = Some((e, order));
+        }
+        &self.cached.as_ref().expect("just filled").1
+    }
+
+    fn micro_batch(&mut self, k: u64, batch: usize) -> Vec<usize> {
+        (0..batch as u64)
+            .map(|j| {
+                let p = k * batch as u64 + j;
+                let (e, o) = self.position(p);
+                self.epoch(e)[o as usize]
+            })
+            .collect()
+    }
+
+    /// Epoch and offset of example position `p`.
+    fn position(&self, p: u64) -> (u64, u64) {
+        (p / self.n as u64, p % self.n as u64)
+    }
+}
+
+/// A progress bar with loss, learning rate, tokens/s and ETA on a terminal; hidden (plain
+/// log lines instead) when stderr is not one.
+fn progress_bar(total: u64, start: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total).with_position(start);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
