@@ -63,7 +63,7 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Where the tiny checkpoint is written (and read by the Python reference).
+/// Where the tiny model dir is written (and read by the Python reference).
 fn model_dir() -> PathBuf {
     std::env::var_os("TRAIN_BENCH_MODEL_DIR")
         .map(PathBuf::from)
@@ -91,11 +91,11 @@ fn model(
 ) -> Phi3V<B> {
     let tokenizer = root().join("crates/phi3v-processor/tests/data/tokenizer/tokenizer.json");
     spec.write(dir, &tokenizer)
-        .expect("write the tiny checkpoint");
+        .expect("write the tiny model dir");
     let resolved = ModelDir::resolve(dir.to_str().expect("UTF-8 path")).expect("model folder");
     let model = resolved
         .load_model_with_matrices::<B>(device, matrix_dtype)
-        .expect("load the tiny checkpoint");
+        .expect("load the tiny model dir");
     let mut model = burn::module::Module::no_grad(model);
     let mut plan = AdapterPlan::reference(true, false);
     plan.lora = LoraConfig {

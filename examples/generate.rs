@@ -5,7 +5,7 @@
 //! cargo run --example generate -- --model DIR --prompt-ids 1,32010,13
 //! cargo run --example generate --features wgpu          # the same on the GPU
 //! ```
-//! `DIR` is a Hugging Face checkpoint folder of a Phi-3 text model (config.json and
+//! `DIR` is a Hugging Face model dir of a Phi-3 text model (config.json and
 //! safetensors, single or sharded). Token ids are printed as they are generated.
 
 use std::io::Write;

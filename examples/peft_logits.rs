@@ -1,4 +1,4 @@
-//! Logits of a checkpoint with a PEFT adapter on an inputs file, for checking an export
+//! Logits of a model dir with a PEFT adapter on an inputs file, for checking an export
 //! against PEFT in Python (`scripts/check_peft_export.py`, run by hand):
 //!
 //! ```text

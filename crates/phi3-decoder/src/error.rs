@@ -8,7 +8,7 @@ pub enum DecoderError {
     /// A `config.json` that is unreadable or describes an unsupported model.
     #[error("invalid decoder config: {0}")]
     Config(String),
-    /// A checkpoint that lacks a tensor, has a wrong shape or an unreadable dtype.
+    /// Weights that lack a tensor, has a wrong shape or an unreadable dtype.
     #[error(transparent)]
     Weights(#[from] WeightsError),
     /// Inputs whose shapes or values do not fit the model.

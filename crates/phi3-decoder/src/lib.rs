@@ -2,11 +2,11 @@
 //!
 //! The Phi-3 decoder with LongRoPE ("su") scaling to 128K context, generic over burn's
 //! `Backend`. It is the language model of Phi-3-Vision-128K-Instruct and runs plain
-//! Phi-3 text checkpoints (such as Phi-3-mini-128k) on its own.
+//! Phi-3 text models (such as Phi-3-mini-128k) on its own.
 //!
 //! - [`Phi3Config`] reads a Hugging Face `config.json` (all three rotary spellings) and
 //!   has a preset for the released model ([`Phi3Config::phi3_vision_128k`]).
-//! - [`Phi3Model`] loads a single-file or sharded safetensors checkpoint with the
+//! - [`Phi3Model`] loads single-file or sharded safetensors weights with the
 //!   reference's tensor names, takes token ids or input embeddings, and returns logits;
 //!   [`Phi3Model::loss`] is the shifted cross-entropy with ignore index -100, and
 //!   [`Phi3Model::head_loss`] the same from hidden states, with `lm_head` run only where a
@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Every forward is checked against transformers' `Phi3ForCausalLM` on random tiny
-//! checkpoints (see `scripts/make_decoder_fixtures.py` and `tests/reference_parity.rs`).
+//! model dirs (see `scripts/make_decoder_fixtures.py` and `tests/reference_parity.rs`).
 
 pub mod attention;
 pub mod cache;

@@ -1,5 +1,5 @@
 //! The gated feed-forward block, with gate and up projections fused in one matrix as the
-//! checkpoint stores them (`gate_up_proj`).
+//! weights store them (`gate_up_proj`).
 
 use burn::module::Module;
 use burn::tensor::activation::silu;

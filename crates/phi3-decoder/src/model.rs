@@ -62,12 +62,12 @@ pub struct Phi3Model<B: Backend> {
 impl<B: Backend> Phi3Model<B> {
     /// The decoder under `vb`, named as the reference names it: `model.embed_tokens.weight`,
     /// `model.layers.{i}.…`, `model.norm.weight` and `lm_head.weight` (at the root of the
-    /// checkpoint, so `vb` is normally a root view). A checkpoint with tied embeddings and
+    /// weights, so `vb` is normally a root view). Weights with tied embeddings and
     /// no `lm_head.weight` reuses the embedding.
     ///
     /// The construction order (embedding, final norm, `lm_head`, then the layers) is the
     /// order in which a [`phi3v_nn::Recorder`] lists the tensors, and so the order in which
-    /// the test kit draws a random checkpoint's values: keep it.
+    /// the test kit draws random weights' values: keep it.
     pub fn new(
         vb: WeightsView<'_>,
         config: &Phi3Config,
@@ -103,7 +103,7 @@ impl<B: Backend> Phi3Model<B> {
         Self::new(WeightsView::random(std), config, device)
     }
 
-    /// Loads the decoder from checkpoint tensors (see [`Phi3Model::new`]).
+    /// Loads the decoder from opened weights (see [`Phi3Model::new`]).
     pub fn load(
         weights: &Weights,
         config: &Phi3Config,
@@ -112,7 +112,7 @@ impl<B: Backend> Phi3Model<B> {
         Self::new(WeightsView::load(weights), config, device)
     }
 
-    /// Loads `config.json` and the safetensors checkpoint of a Hugging Face model folder.
+    /// Loads `config.json` and the safetensors weights of a Hugging Face model dir.
     pub fn from_pretrained(
         dir: impl AsRef<Path>,
         device: &B::Device,

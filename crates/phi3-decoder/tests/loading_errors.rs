@@ -1,4 +1,4 @@
-//! Broken checkpoints fail with errors that name the tensor and the file at fault.
+//! Broken model dirs fail with errors that name the tensor and the file at fault.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! The decoder against transformers' `Phi3ForCausalLM` (longrope, eager, f32) on random
-//! tiny checkpoints made by `scripts/make_decoder_fixtures.py`.
+//! tiny model dirs made by `scripts/make_decoder_fixtures.py`.
 //!
 //! Tolerance: 1e-4 absolute on every logit and hidden value, the f32 budget for a few
 //! layers of O(1) activations. It is never widened to make a test pass.

@@ -1,4 +1,4 @@
-//! `phi3v`: run Phi-3-Vision checkpoints, make sample data, fine-tune with LoRA, evaluate
+//! `phi3v`: run Phi-3-Vision model dirs, make sample data, fine-tune with LoRA, evaluate
 //! and merge adapters, from the command line.
 
 mod cli;
@@ -12,7 +12,7 @@ use phi3_decoder::{DecodingConfig, GenerateOptions};
 use phi3v_cli::{with_backend, BackendChoice};
 use phi3v_data::sample_data::SampleImageFormat;
 
-/// Phi-3-Vision in Rust: generate text about images, check a checkpoint against the
+/// Phi-3-Vision in Rust: generate text about images, check a model dir against the
 /// Python reference, make sample data, fine-tune, evaluate and merge adapters.
 ///
 /// A MODEL is a folder laid out as Hugging Face lays it out (config.json,
@@ -63,7 +63,7 @@ enum Command {
     },
     /// Write the input ids and logits of one forward pass to a safetensors file.
     ///
-    /// This is the tool for checking a checkpoint against the Python reference: the
+    /// This is the tool for checking a model dir against the Python reference: the
     /// prompt is tokenized exactly as the reference processor does (each text chunk with
     /// BOS, <|image_N|> replaced by image N's placeholder ids), the forward runs in f32 on
     /// the CPU, and the file holds `input_ids` (i64, [seq]) and `logits` (f32, [seq,
@@ -129,12 +129,12 @@ enum Command {
         #[arg(long, default_value = "eval")]
         out: PathBuf,
     },
-    /// Fold a PEFT adapter into a checkpoint: a full model in the Hugging Face layout.
+    /// Fold a PEFT adapter into a model dir: a full model in the Hugging Face layout.
     ///
     /// Tensors the adapter does not touch are copied as stored (bf16 stays bf16); shards,
     /// index and side files keep their layout.
     Merge {
-        /// Base checkpoint folder.
+        /// Base model dir.
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]

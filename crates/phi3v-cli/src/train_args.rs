@@ -23,7 +23,7 @@ use crate::presets::{tiny_preset, DataSource, JobSpec, ModelSource};
 /// Flags of a fine-tuning run.
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    /// Base model: a Hugging Face checkpoint folder or a cached model id. Without it a tiny
+    /// Base model: a Hugging Face model dir or a cached model id. Without it a tiny
     /// random Phi-3-V is written to RUN_DIR/base-model.
     #[arg(long)]
     pub model: Option<String>,

@@ -1,4 +1,4 @@
-//! The `phi3v` command on the tiny reference checkpoint: `logits` reproduces the
+//! The `phi3v` command on the tiny reference model dir: `logits` reproduces the
 //! reference's numbers through the real tokenizer and image processor, `generate`
 //! produces the reference's greedy tokens, and bad input is an error, not a panic.
 

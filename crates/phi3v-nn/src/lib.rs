@@ -1,13 +1,13 @@
 //! Building blocks shared by the Phi-3-V crates.
 //!
 //! The decoder (`phi3-decoder`) and the vision tower (`phi3v-vision`) both need to read
-//! Hugging Face safetensors checkpoints, both are made of linear projections, and both
+//! Hugging Face safetensors weights, both are made of linear projections, and both
 //! run attention. Those pieces live here, once, so that a change to one of them (a
 //! faster attention kernel, an adapter on every linear layer) reaches both models.
 //!
 //! Blocks name their tensors through a scoped [`WeightsView`] (`vb.pp("self_attn")`), so one
-//! constructor per block loads a checkpoint, initialises a random model, or records the
-//! checkpoint's tensor list, and every [`Linear`] knows its Hugging Face module name.
+//! constructor per block loads weights, initialises a random model, or records the
+//! weights' tensor list, and every [`Linear`] knows its Hugging Face module name.
 
 pub mod attention;
 pub mod linear;

@@ -1,5 +1,5 @@
 //! A linear layer stored as burn lays it out (`[in, out]`), loadable from PyTorch's
-//! `[out, in]` checkpoints.
+//! `[out, in]` weights.
 //!
 //! Both the decoder and the vision tower use this one type, so that adapters added to
 //! linear layers (LoRA) reach every projection through a single place.
@@ -33,7 +33,7 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
-    /// The layer under `vb`'s path: `weight` (`[out, in]` in the checkpoint) and, when
+    /// The layer under `vb`'s path: `weight` (`[out, in]` in the weights) and, when
     /// `bias`, `bias`. Random layers draw the weight from `N(0, std^2)` with a zero bias.
     pub fn new(
         vb: WeightsView<'_>,
@@ -65,7 +65,7 @@ impl<B: Backend> Linear<B> {
         device: &B::Device,
     ) -> Self {
         Self::new(WeightsView::random(std), d_input, d_output, bias, device)
-            .expect("random initialisation reads no checkpoint")
+            .expect("random initialisation reads no weights")
     }
 
     /// The Hugging Face module name the layer was built under (empty for a layer made from

@@ -1,9 +1,9 @@
 //! A walk over every linear layer of a model under its Hugging Face module name.
 //!
 //! LoRA targets are chosen by module name (`qkv_proj`, `img_projection.0`, ...), adapters
-//! are exported under the names PEFT uses, and merging folds an adapter into the checkpoint
+//! are exported under the names PEFT uses, and merging folds an adapter into the base weights'
 //! tensor of the same name. All three need to reach each [`Linear`] together with the name
-//! the checkpoint gives it, which burn's field paths do not provide (`img_projection_0` vs
+//! the weights give it, which burn's field paths do not provide (`img_projection_0` vs
 //! `img_projection.0`). Each [`Linear`] keeps the path of the [`crate::WeightsView`] it was
 //! built from, so the walk spells no names: a model's implementation only visits its fields,
 //! in a fixed order.

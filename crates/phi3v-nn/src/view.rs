@@ -2,17 +2,17 @@
 //!
 //! Each block takes a [`WeightsView`] and asks it for its tensors by their short names
 //! (`weight`, `bias`, `class_embedding`); it hands sub-blocks a view pushed one path segment
-//! further (`vb.pp("self_attn")`). The full checkpoint name of a tensor is therefore spelt
+//! further (`vb.pp("self_attn")`). A tensor's full name in the weights is therefore spelt
 //! once, by the nesting of the constructors, and that one naming serves three purposes:
 //!
-//! - **loading** ([`WeightsView::load`]): tensors are read from a [`Weights`] checkpoint,
+//! - **loading** ([`WeightsView::load`]): tensors are read from [`Weights`],
 //!   with errors naming the tensor and the file;
 //! - **random initialisation** ([`WeightsView::random`]): norm weights one, biases zero, the
 //!   rest `N(0, std^2)` from the backend's generator, as Hugging Face initialises with
 //!   `initializer_range`;
-//! - **recording** ([`WeightsView::record`]): every tensor's name, checkpoint shape and
+//! - **recording** ([`WeightsView::record`]): every tensor's name, stored shape and
 //!   [`Init`] kind is appended to a [`Recorder`] in construction order, and the model's
-//!   parameters stay lazy (never allocated). Test kits write random checkpoints of any size
+//!   parameters stay lazy (never allocated). Test kits write random weights of any size
 //!   from this list.
 //!
 //! Linear layers keep the path they were built under as their module name, so the walk
@@ -38,12 +38,12 @@ pub enum Init {
     Zeros,
 }
 
-/// One checkpoint tensor as a [`Recorder`] saw it built.
+/// One tensor of the weights as a [`Recorder`] saw it built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorSpec {
-    /// The full checkpoint name (`model.layers.0.self_attn.qkv_proj.weight`).
+    /// The full tensor name in the weights (`model.layers.0.self_attn.qkv_proj.weight`).
     pub name: String,
-    /// The shape in the checkpoint, in PyTorch's layout (`[out, in]` for a linear weight).
+    /// The shape in the weights, in PyTorch's layout (`[out, in]` for a linear weight).
     pub shape: Vec<usize>,
     pub init: Init,
 }
@@ -91,7 +91,7 @@ pub struct WeightsView<'a> {
 }
 
 impl<'a> WeightsView<'a> {
-    /// Tensors read from a checkpoint.
+    /// Tensors read from [`Weights`].
     pub fn load(weights: &'a Weights) -> Self {
         Self::root(Source::Load(weights))
     }
@@ -130,7 +130,7 @@ impl<'a> WeightsView<'a> {
         &self.path
     }
 
-    /// The full checkpoint name of `leaf` under this view.
+    /// The full tensor name of `leaf` under this view.
     pub fn name(&self, leaf: &str) -> String {
         match (self.path.is_empty(), leaf.is_empty()) {
             (true, _) => leaf.to_string(),
@@ -139,7 +139,7 @@ impl<'a> WeightsView<'a> {
         }
     }
 
-    /// Whether the checkpoint holds `leaf` under this view. A random or recorded model holds
+    /// Whether the weights hold `leaf` under this view. A random or recorded model holds
     /// every tensor it asks for, so this is always true for them.
     pub fn contains(&self, leaf: &str) -> bool {
         match self.source {
@@ -148,9 +148,9 @@ impl<'a> WeightsView<'a> {
         }
     }
 
-    /// A view for tensors that the checkpoint holds but the model never reads (CLIP's last
-    /// layer behind Phi-3-V's `hidden_states[-2]`): only a recorder sees them, so a written
-    /// checkpoint is complete, while loading skips them and random models draw nothing for
+    /// A view for tensors that the weights hold but the model never reads (CLIP's last
+    /// layer behind Phi-3-V's `hidden_states[-2]`): only a recorder sees them, so written
+    /// weights are complete, while loading skips them and random models draw nothing for
     /// them.
     pub fn unused(&self) -> Option<Self> {
         match self.source {
@@ -194,7 +194,7 @@ impl<'a> WeightsView<'a> {
         })
     }
 
-    /// A large 2-D tensor (the token embedding), read in the checkpoint's matrix dtype (see
+    /// A large 2-D tensor (the token embedding), read in the weights' matrix dtype (see
     /// [`Weights::set_matrix_dtype`]); random as `N(0, std^2)`.
     pub fn matrix<B: Backend>(
         &self,
@@ -285,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn record_lists_checkpoint_shapes_without_allocating() {
+    fn record_lists_weight_shapes_without_allocating() {
         let recorder = Recorder::new();
         let vb = WeightsView::record(&recorder).pp("proj");
         let w = vb

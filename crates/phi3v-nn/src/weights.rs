@@ -1,10 +1,10 @@
-//! Reading Hugging Face safetensors checkpoints, single-file or sharded.
+//! Reading Hugging Face safetensors weights, single-file or sharded.
 //!
-//! The reference checkpoints ship as bf16 shards with a `model.safetensors.index.json`
-//! that maps every tensor name to its shard. [`Weights`] memory-maps each shard once,
-//! reads every header up front (so a missing tensor is reported before any model is
-//! built), and hands out tensors converted to the backend's float type. Every error
-//! names the tensor and the file at fault.
+//! The reference model dirs ship their weights as bf16 shards with a
+//! `model.safetensors.index.json` that maps every tensor name to its shard. [`Weights`]
+//! memory-maps each shard once, reads every header up front (so a missing tensor is
+//! reported before any model is built), and hands out tensors converted to the backend's
+//! float type. Every error names the tensor and the file at fault.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -15,12 +15,12 @@ use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use memmap2::Mmap;
 use safetensors::tensor::{Dtype, SafeTensors};
 
-/// Name of the index file of a sharded checkpoint.
+/// Name of the index file of sharded weights.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
-/// Name of a single-file checkpoint.
+/// Name of single-file weights.
 pub const SINGLE_FILE: &str = "model.safetensors";
 
-/// What can go wrong while reading a checkpoint.
+/// What can go wrong while reading weights.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     #[error("cannot open {path}: {source}")]
@@ -34,8 +34,8 @@ pub enum WeightsError {
     #[error("{path} is not a valid safetensors index: {reason}")]
     BadIndex { path: PathBuf, reason: String },
     #[error("{dir} holds neither {SINGLE_FILE} nor {INDEX_FILE}")]
-    NoCheckpoint { dir: PathBuf },
-    #[error("tensor `{name}` is missing from the checkpoint ({files})")]
+    NoWeights { dir: PathBuf },
+    #[error("tensor `{name}` is missing from the weights ({files})")]
     Missing { name: String, files: String },
     #[error("tensor `{name}` in {path} has shape {found:?}, expected {expected:?}")]
     Shape {
@@ -63,7 +63,7 @@ struct Entry {
     range: (usize, usize),
 }
 
-/// A memory-mapped safetensors checkpoint (one file or several shards).
+/// Memory-mapped safetensors weights (one file or several shards).
 pub struct Weights {
     files: Vec<(PathBuf, Mmap)>,
     entries: HashMap<String, Entry>,
@@ -82,7 +82,7 @@ impl std::fmt::Debug for Weights {
 }
 
 impl Weights {
-    /// Opens a checkpoint from a safetensors file, an index JSON, or a directory holding
+    /// Opens weights from a safetensors file, an index JSON, or a directory holding
     /// `model.safetensors` or `model.safetensors.index.json`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightsError> {
         let path = path.as_ref();
@@ -95,7 +95,7 @@ impl Weights {
             if single.is_file() {
                 return Self::from_files([single]);
             }
-            return Err(WeightsError::NoCheckpoint {
+            return Err(WeightsError::NoWeights {
                 dir: path.to_path_buf(),
             });
         }
@@ -106,7 +106,7 @@ impl Weights {
         }
     }
 
-    /// Opens a sharded checkpoint through its `model.safetensors.index.json`.
+    /// Opens sharded weights through their `model.safetensors.index.json`.
     ///
     /// Shards are resolved against the index's folder. A shard that the index names but
     /// that is absent is an error naming the shard.
@@ -153,7 +153,7 @@ impl Weights {
         Ok(weights)
     }
 
-    /// Opens one or more safetensors files as one checkpoint.
+    /// Opens one or more safetensors files as one set of weights.
     pub fn from_files(paths: impl IntoIterator<Item = PathBuf>) -> Result<Self, WeightsError> {
         let mut files = Vec::new();
         let mut entries = HashMap::new();
@@ -162,7 +162,7 @@ impl Weights {
                 path: path.clone(),
                 source,
             })?;
-            // SAFETY: the map is read-only; a checkpoint modified while we read it is the
+            // SAFETY: the map is read-only; weights modified while we read them are the
             // same hazard as with any reader of the file.
             let mmap = unsafe { Mmap::map(&file) }.map_err(|source| WeightsError::Io {
                 path: path.clone(),
@@ -216,8 +216,8 @@ impl Weights {
         })
     }
 
-    /// Makes `canonical` readable under its own name when the checkpoint stores it only as
-    /// `alias` (some fine-tuned Phi-3-V checkpoints keep the token embedding as
+    /// Makes `canonical` readable under its own name when the weights store it only as
+    /// `alias` (some fine-tuned Phi-3-V models keep the token embedding as
     /// `model.vision_embed_tokens.wte.weight`). Returns whether an alias was applied.
     pub fn resolve_alias(&mut self, canonical: &str, alias: &str) -> bool {
         if self.entries.contains_key(canonical) {
@@ -232,7 +232,7 @@ impl Weights {
         }
     }
 
-    /// Whether the checkpoint holds a tensor of this name.
+    /// Whether the weights hold a tensor of this name.
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
     }
@@ -363,7 +363,7 @@ impl Weights {
     }
 
     /// Names of the tensors that no loader asked for, among `used`: helps report
-    /// checkpoints that belong to another architecture.
+    /// weights that belong to another architecture.
     pub fn unused<'a>(&'a self, used: &[String]) -> Vec<&'a str> {
         let used: std::collections::HashSet<&str> = used.iter().map(String::as_str).collect();
         self.names()

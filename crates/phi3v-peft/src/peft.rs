@@ -140,7 +140,7 @@ pub fn import_peft<B: Backend, M: NamedLinears<B>>(
         return Err(e);
     }
     let layers = vision_layer_count(model);
-    // Phi-3-V runs its CLIP tower to the second-to-last layer, so the checkpoint's last
+    // Phi-3-V runs its CLIP tower to the second-to-last layer, so the weights' last
     // layer is not part of the model here; adapters on it (PEFT puts them there) have no
     // effect on any output and are skipped.
     let unused: Vec<&str> = weights

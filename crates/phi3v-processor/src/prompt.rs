@@ -18,12 +18,9 @@
 //!
 //! A [`Template`] is text with `{field}` placeholders filled from a row ([`Fields`]); `{{` and
 //! `}}` are literal braces, as in Python's `str.format`. Values are written the way Python's
-//! `str()` writes them, because the reference prompts were made with f-strings: a float price
-//! `890.0` is written `890.0`, not `890` ([`python_float_repr`]). The default,
-//! [`PromptTemplate::burberry`], is the reference Burberry task:
-//!
-//! - user: `<|image_1|>What is shown in this image?`
-//! - answer: `Product: {title}, Category: {category3_code}, Full Price: {full_price}`
+//! `str()` writes them, because the reference prompts were made with f-strings: a float
+//! `890.0` is written `890.0`, not `890` ([`python_float_repr`]). Tasks own their templates;
+//! the reference Burberry task's, for example:
 //!
 //! ```
 //! use std::collections::HashMap;
@@ -36,7 +33,12 @@
 //! ]
 //! .into_iter()
 //! .collect();
-//! let rendered = PromptTemplate::burberry().render(&row).unwrap();
+//! let template = PromptTemplate::new(
+//!     "<|image_1|>What is shown in this image?",
+//!     "Product: {title}, Category: {category3_code}, Full Price: {full_price}",
+//! )
+//! .unwrap();
+//! let rendered = template.render(&row).unwrap();
 //! assert_eq!(
 //!     rendered.prompt,
 //!     "<|user|>\n<|image_1|>What is shown in this image?<|end|>\n<|assistant|>\n"
@@ -63,12 +65,6 @@ pub const ENDOFTEXT: &str = "<|endoftext|>";
 /// What follows the answer in a training text. Its `\n` is swallowed by `<|end|>` (which strips
 /// the whitespace on its right), so the trained tail is `<|end|>` `<|endoftext|>`.
 pub const ANSWER_SUFFIX: &str = "<|end|>\n<|endoftext|>";
-
-/// The user turn of the Burberry task: the image, then the question.
-pub const BURBERRY_USER: &str = "<|image_1|>What is shown in this image?";
-/// The answer of the Burberry task.
-pub const BURBERRY_ANSWER: &str =
-    "Product: {title}, Category: {category3_code}, Full Price: {full_price}";
 
 /// `<|{role}|>\n{content}<|end|>\n`, one message of the chat template.
 pub fn turn(role_tag: &str, content: &str) -> String {
@@ -329,18 +325,7 @@ pub struct PromptTemplate {
     pub answer: Template,
 }
 
-impl Default for PromptTemplate {
-    fn default() -> Self {
-        Self::burberry()
-    }
-}
-
 impl PromptTemplate {
-    /// The reference Burberry task: [`BURBERRY_USER`] and [`BURBERRY_ANSWER`].
-    pub fn burberry() -> Self {
-        Self::new(BURBERRY_USER, BURBERRY_ANSWER).expect("the Burberry templates are valid")
-    }
-
     /// A task from a user template and an answer template.
     ///
     /// # Errors

@@ -158,7 +158,7 @@ pub struct Phi3Tokenizer {
 }
 
 impl Phi3Tokenizer {
-    /// Loads a `tokenizer.json` (for example from the model's checkpoint directory).
+    /// Loads a `tokenizer.json` (for example from the model dir).
     ///
     /// # Errors
     /// [`ProcessorError::Tokenizer`] if the file cannot be read or parsed;

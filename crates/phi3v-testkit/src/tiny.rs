@@ -17,7 +17,7 @@
 //! each `N(0, init_std^2)` tensor in the order the model constructs them; norm weights are
 //! one and biases zero and draw nothing. The file lists tensors sorted by name. So the bytes
 //! of `model.safetensors` depend on the models' construction order: the test
-//! `default_spec_writes_the_recorded_checkpoint` pins them for the default spec, which the
+//! `default_spec_writes_the_recorded_weights` pins them for the default spec, which the
 //! main example's numbers rest on.
 
 use std::collections::BTreeMap;
@@ -70,7 +70,7 @@ pub struct TinySpec {
     pub num_attention_heads: usize,
     pub vision_hidden_size: usize,
     pub vision_intermediate_size: usize,
-    /// CLIP layers in the checkpoint; the model runs all but the last, as Phi-3-V does.
+    /// CLIP layers in the weights; the model runs all but the last, as Phi-3-V does.
     pub vision_layers: usize,
     pub vision_heads: usize,
     /// Side of a crop in pixels (a multiple of 28: 14-px patches, merged 2x2).
@@ -174,7 +174,7 @@ impl TinySpec {
         }
     }
 
-    /// Every tensor of the checkpoint, in the model's construction order (see
+    /// Every tensor of the weights, in the model's construction order (see
     /// [`tensor_specs`]).
     pub fn tensor_specs(&self) -> Result<Vec<TensorSpec>, TinyError> {
         self.check()?;
@@ -210,7 +210,7 @@ impl TinySpec {
             path: tokenizer.to_path_buf(),
             source,
         })?;
-        // Written beside and renamed into place, so a reader never sees half a checkpoint.
+        // Written beside and renamed into place, so a reader never sees half-written weights.
         let path = dir.join(SINGLE_FILE);
         let io = |source| TinyError::Io {
             path: path.clone(),
@@ -238,7 +238,7 @@ impl TinySpec {
     }
 }
 
-/// Every tensor of a Phi-3-V checkpoint for `config`: name, checkpoint shape and how it
+/// Every tensor of Phi-3-V weights for `config`: name, stored shape and how it
 /// starts, in the order [`Phi3V::new`] constructs them (tensors the model never reads, such
 /// as CLIP's last layer, included). Nothing is allocated, so any size is cheap to describe.
 pub fn tensor_specs(config: &Phi3VConfig) -> Result<Vec<TensorSpec>, TinyError> {
@@ -248,8 +248,8 @@ pub fn tensor_specs(config: &Phi3VConfig) -> Result<Vec<TensorSpec>, TinyError> 
 }
 
 /// Values for `specs`: norm weights one, biases zero, the rest `N(0, std^2)` drawn in
-/// order from one generator seeded with `seed`. Every value is held in memory as f32, so a
-/// checkpoint of the released widths wants few layers.
+/// order from one generator seeded with `seed`. Every value is held in memory as f32, so
+/// weights of the released widths want few layers.
 pub fn random_tensors(specs: &[TensorSpec], std: f64, seed: u64) -> TensorMap {
     let mut rng = StdRng::seed_from_u64(seed);
     specs

@@ -1,4 +1,4 @@
-//! The random model dir writer: byte-identical checkpoints for the default spec, config files
+//! The random model dir writer: byte-identical weights for the default spec, config files
 //! equal to what the trainer wrote before the writer moved here, and a dir that loads.
 
 #![cfg(feature = "writer")]
@@ -39,7 +39,7 @@ fn write_default() -> tempfile::TempDir {
 }
 
 #[test]
-fn default_spec_writes_the_recorded_checkpoint() {
+fn default_spec_writes_the_recorded_weights() {
     let dir = write_default();
     let bytes = std::fs::read(dir.path().join("model/model.safetensors")).unwrap();
     let digest: String = Sha256::digest(&bytes)

@@ -177,9 +177,9 @@ pub const VISION_MODEL: &str = "vision_model";
 
 impl<B: Backend> ClipVisionTower<B> {
     /// The tower under `vb`: `embeddings.*`, `pre_layrnorm.*` and the first
-    /// `num_hidden_layers - 1` of `encoder.layers.{i}.*`. The checkpoint's last layer and
+    /// `num_hidden_layers - 1` of `encoder.layers.{i}.*`. The weights' last layer and
     /// `post_layernorm` are only recorded (see [`WeightsView::unused`]), after
-    /// `pre_layrnorm` and after the other layers, as the checkpoint lists them.
+    /// `pre_layrnorm` and after the other layers, as the weights list them.
     pub fn new(
         vb: WeightsView<'_>,
         config: &ClipVisionConfig,
@@ -216,10 +216,10 @@ impl<B: Backend> ClipVisionTower<B> {
         Self::new(WeightsView::random(std), config, device)
     }
 
-    /// Loads the tower from wherever the checkpoint holds it, trying, most specific first:
-    /// inside a Phi-3-V checkpoint (`model.vision_embed_tokens.img_processor.vision_model`),
-    /// a CLIP checkpoint (`vision_model`), and transformers 5's unprefixed layout. A place
-    /// qualifies when the checkpoint holds the tower's first tensor under it.
+    /// Loads the tower from wherever the weights hold it, trying, most specific first:
+    /// inside Phi-3-V weights (`model.vision_embed_tokens.img_processor.vision_model`),
+    /// CLIP weights (`vision_model`), and transformers 5's unprefixed layout. A place
+    /// qualifies when the weights hold the tower's first tensor under it.
     pub fn load_detect(
         weights: &Weights,
         config: &ClipVisionConfig,

@@ -26,7 +26,7 @@ pub fn image_token_count(h: usize, w: usize, g: usize) -> usize {
     (h * w + 1) * g * g + 1 + (h + 1) * g
 }
 
-/// Where the released Phi-3-V checkpoint puts the image embedding.
+/// Where the released Phi-3-V weights put the image embedding.
 pub const EMBEDDING_PATH: &str = "model.vision_embed_tokens";
 /// Where the image embedding holds its CLIP model (transformers' `CLIPVisionModel`).
 pub const IMG_PROCESSOR: &str = "img_processor";
@@ -50,12 +50,12 @@ pub struct ImageEmbedding<B: Backend> {
 impl<B: Backend> ImageEmbedding<B> {
     /// The embedding under `vb` (normally [`EMBEDDING_PATH`]), projecting to
     /// `hidden` (the decoder's width): the tower under `img_processor.vision_model`, the
-    /// separators `glb_GN` (`[1, 1, 4C]` in the checkpoint) and `sub_GN` (`[1, 1, 1, 4C]`),
+    /// separators `glb_GN` (`[1, 1, 4C]` in the weights) and `sub_GN` (`[1, 1, 1, 4C]`),
     /// and `img_projection.{0,2}`.
     ///
     /// The construction order (tower, separators, projection) is the order in which a
     /// [`phi3v_nn::Recorder`] lists the tensors, and so the order in which the test kit
-    /// draws a random checkpoint's values: keep it.
+    /// draws random weights' values: keep it.
     pub fn new(
         vb: WeightsView<'_>,
         clip: &ClipVisionConfig,

@@ -10,7 +10,7 @@
 //!
 //! Preprocessing (the HD transform) needs no tensor backend and lives in `phi3v-data`.
 //! Loading accepts the reference's names (`model.vision_embed_tokens.*`) and plain CLIP
-//! checkpoints (`vision_model.*`, or unprefixed as transformers 5 writes them). Parity with
+//! weights (`vision_model.*`, or unprefixed as transformers 5 writes them). Parity with
 //! transformers' `CLIPVisionModel` and a Python rendering of the reference glue is tested
 //! in `tests/reference_parity.rs` (fixtures from `scripts/make_vision_fixtures.py`).
 

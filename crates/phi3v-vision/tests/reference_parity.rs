@@ -45,7 +45,7 @@ fn assert_close<const D: usize>(what: &str, actual: Tensor<B, D>, expected: Tens
 }
 
 #[test]
-fn plain_clip_checkpoint_features_of_layer_minus_2() {
+fn plain_clip_weights_features_of_layer_minus_2() {
     let weights = Weights::open(data().join("clip_plain")).unwrap();
     let tower =
         ClipVisionTower::<B>::load_detect(&weights, &config(), &Default::default()).unwrap();

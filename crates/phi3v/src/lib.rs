@@ -15,19 +15,19 @@
 //! - [`inputs`]: the processor's output ([`processor::Processor`] for one prompt, collated
 //!   batches for training) as tensors.
 
-pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod generate;
 pub mod inputs;
 pub mod model;
+pub mod model_dir;
 
-pub use checkpoint::{load_model, ModelDir};
 pub use config::{ConfigJson, Phi3VConfig, VisionSettings};
 pub use error::Phi3VError;
 pub use generate::{generate, generate_batch};
 pub use inputs::BatchTensors;
 pub use model::{ImageInput, Phi3V};
+pub use model_dir::{load_model, ModelDir};
 
 pub use phi3_decoder as decoder;
 pub use phi3v_nn as nn;

@@ -17,7 +17,7 @@ use phi3v_vision::ImageEmbedding;
 use crate::config::Phi3VConfig;
 use crate::error::Phi3VError;
 
-/// Module path of the image embedding in the released checkpoint
+/// Module path of the image embedding in the released weights
 /// (`model.vision_embed_tokens`); the decoder's tensors sit at the root (`model.layers.*`,
 /// `lm_head`).
 pub const VISION_PATH: &str = phi3v_vision::EMBEDDING_PATH;
@@ -36,7 +36,7 @@ pub struct ImageInput<B: Backend> {
 #[derive(Module, Debug)]
 pub struct Phi3V<B: Backend> {
     pub decoder: Phi3Model<B>,
-    /// `None` for a text-only checkpoint.
+    /// `None` for a text-only model.
     pub vision_embed_tokens: Option<ImageEmbedding<B>>,
 }
 

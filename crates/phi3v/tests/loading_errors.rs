@@ -1,11 +1,11 @@
-//! Broken checkpoint folders fail with errors that name the file, tensor or key at fault.
+//! Broken model dirs fail with errors that name the file, tensor or key at fault.
 
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use phi3v::ModelDir;
 
-fn copy_checkpoint() -> tempfile::TempDir {
+fn copy_model_dir() -> tempfile::TempDir {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_phi3v");
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(&src).unwrap() {
@@ -55,7 +55,7 @@ fn edit_shard(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8
 
 #[test]
 fn the_copy_loads() {
-    let dir = copy_checkpoint();
+    let dir = copy_model_dir();
     ModelDir::resolve(dir.path().to_str().unwrap())
         .unwrap()
         .load_model::<Flex>(&Default::default())
@@ -64,7 +64,7 @@ fn the_copy_loads() {
 
 #[test]
 fn missing_shard() {
-    let dir = copy_checkpoint();
+    let dir = copy_model_dir();
     std::fs::remove_file(dir.path().join("model-00001-of-00002.safetensors")).unwrap();
     let err = load_error(dir.path());
     assert!(err.contains("model-00001-of-00002.safetensors"), "{err}");
@@ -72,7 +72,7 @@ fn missing_shard() {
 
 #[test]
 fn missing_tensor() {
-    let dir = copy_checkpoint();
+    let dir = copy_model_dir();
     let name = "model.vision_embed_tokens.sub_GN";
     edit_shard(dir.path(), |t| t.retain(|(n, _, _)| n != name));
     // The index still promises the tensor: the error names it and its shard.
@@ -85,7 +85,7 @@ fn missing_tensor() {
 
 #[test]
 fn wrong_shape() {
-    let dir = copy_checkpoint();
+    let dir = copy_model_dir();
     let name = "model.vision_embed_tokens.img_projection.2.weight";
     edit_shard(dir.path(), |t| {
         let entry = t.iter_mut().find(|(n, _, _)| n == name).unwrap();
@@ -100,7 +100,7 @@ fn wrong_shape() {
 
 #[test]
 fn bad_config() {
-    let dir = copy_checkpoint();
+    let dir = copy_model_dir();
     edit_config(dir.path(), |c| {
         c["img_processor"]["image_dim_out"] = 99.into()
     });
@@ -117,7 +117,7 @@ fn bad_config() {
 
 #[test]
 fn unknown_model_type() {
-    let dir = copy_checkpoint();
+    let dir = copy_model_dir();
     edit_config(dir.path(), |c| c["model_type"] = "llava".into());
     let err = load_error(dir.path());
     assert!(err.contains("model_type `llava`"), "{err}");
@@ -125,7 +125,7 @@ fn unknown_model_type() {
 
 #[test]
 fn plain_phi3_loads_as_text_only() {
-    let dir = copy_checkpoint();
+    let dir = copy_model_dir();
     edit_config(dir.path(), |c| c["model_type"] = "phi3".into());
     let model = ModelDir::resolve(dir.path().to_str().unwrap())
         .unwrap()
@@ -136,7 +136,7 @@ fn plain_phi3_loads_as_text_only() {
 
 #[test]
 fn wte_alias_is_accepted() {
-    let dir = copy_checkpoint();
+    let dir = copy_model_dir();
     // Move the token embedding under the alias name in the index and its shard.
     let index_path = dir.path().join("model.safetensors.index.json");
     let index = std::fs::read_to_string(&index_path).unwrap();

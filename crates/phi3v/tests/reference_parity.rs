@@ -1,4 +1,4 @@
-//! Phi-3-V end to end against the Python reference on a random tiny checkpoint
+//! Phi-3-V end to end against the Python reference on a random tiny model dir
 //! (`scripts/make_phi3v_fixtures.py`): text-only, one image, and two images with different
 //! crop grids. Inputs (ids, tiles) come from the fixture, so this isolates the model; the
 //! command-line tests check the tokenizer and the image processor in the same chain.

@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::TrainError;
 use crate::task::{Baseline, Score, Task};
 
+/// The user turn: the image, then the question.
+pub const USER: &str = "<|image_1|>What is shown in this image?";
+/// The answer, with the catalogue's column names.
+pub const ANSWER: &str = "Product: {title}, Category: {category3_code}, Full Price: {full_price}";
+
 /// The Burberry catalogue task.
 #[derive(Debug, Clone)]
 pub struct BurberryTask {
@@ -26,7 +31,7 @@ pub struct BurberryTask {
 impl Default for BurberryTask {
     fn default() -> Self {
         Self {
-            template: PromptTemplate::burberry(),
+            template: PromptTemplate::new(USER, ANSWER).expect("the Burberry templates parse"),
         }
     }
 }

@@ -105,7 +105,7 @@ impl ModelDir {
     ) -> Result<Phi3V<B>, Phi3VError> {
         let config = self.config()?;
         let mut weights = Weights::open(&self.path)?;
-        // Some fine-tuned checkpoints store the token embedding only as the vision path's
+        // Some fine-tuned models store the token embedding only as the vision path's
         // `wte`.
         weights.resolve_alias(
             "model.embed_tokens.weight",
@@ -116,7 +116,7 @@ impl ModelDir {
     }
 }
 
-/// Builds the model from opened checkpoint tensors ([`Phi3V::new`] on a loading view).
+/// Builds the model from opened weights ([`Phi3V::new`] on a loading view).
 pub fn load_model<B: Backend>(
     weights: &Weights,
     config: &Phi3VConfig,
@@ -163,7 +163,7 @@ fn resolve_model_id(name: &str) -> Result<ModelDir, Phi3VError> {
     )))
 }
 
-/// The snapshot folder holding a whole checkpoint, with files provided by `get` (from the
+/// The snapshot folder holding a whole model dir, with files provided by `get` (from the
 /// cache, or downloaded): config, tokenizer, optional preprocessor config, and the weights
 /// (single file, or the index and every shard it names).
 #[cfg(feature = "hub")]
