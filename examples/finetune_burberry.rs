@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     match run() {
         Ok((job, summary)) => {
             print!("{}", format_summary(&summary));
-            println!("{}", describe_run(&job.run_dir));
+            println!("{}", describe_run(&job.settings.run_dir));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -5,11 +5,10 @@
 use std::path::PathBuf;
 
 use phi3v_data::sample_data::{self, SampleConfig};
-use phi3v_data::split::SplitConfig;
 use phi3v_nn::LoraConfig;
 use phi3v_peft::AdapterPlan;
 use phi3v_testkit::TinySpec;
-use phi3v_train::job::JobConfig;
+use phi3v_train::job::{JobConfig, JobSettings};
 use phi3v_train::{BaseDtype, ScheduleKind, TrainConfig, TrainError};
 use serde::{Deserialize, Serialize};
 
@@ -38,22 +37,18 @@ pub enum DataSource {
 pub struct JobSpec {
     pub model: ModelSource,
     pub data: DataSource,
-    pub run_dir: PathBuf,
-    pub train: TrainConfig,
-    pub split: SplitConfig,
-    pub num_crops: Option<usize>,
-    pub max_len: Option<usize>,
-    pub resume: bool,
+    pub settings: JobSettings,
 }
 
 impl JobSpec {
     /// Writes the tiny model and the sample catalogue where the spec asks for them (once:
     /// a rerun or a resume finds them in the run directory), and returns the job on files.
-    pub fn prepare(&self) -> Result<JobConfig, TrainError> {
+    pub fn prepare(self) -> Result<JobConfig, TrainError> {
+        let run_dir = &self.settings.run_dir;
         let (model, model_label) = match &self.model {
             ModelSource::Pretrained(name) => (name.clone(), name.clone()),
             ModelSource::Tiny { spec, tokenizer } => {
-                let dir = self.run_dir.join("base-model");
+                let dir = run_dir.join("base-model");
                 if !dir.join("model.safetensors").is_file() {
                     spec.write(&dir, tokenizer)
                         .map_err(|e| TrainError::io(&dir, e))?;
@@ -65,7 +60,7 @@ impl JobSpec {
         let data = match &self.data {
             DataSource::Catalogue(path) => path.clone(),
             DataSource::Sample { rows, seed } => {
-                let out_dir = self.run_dir.join("sample-data");
+                let out_dir = run_dir.join("sample-data");
                 let catalogue = out_dir.join(sample_data::CATALOGUE_FILE);
                 if !catalogue.is_file() {
                     sample_data::generate(&SampleConfig {
@@ -82,12 +77,7 @@ impl JobSpec {
             model,
             model_label,
             data,
-            run_dir: self.run_dir.clone(),
-            train: self.train.clone(),
-            split: self.split.clone(),
-            num_crops: self.num_crops,
-            max_len: self.max_len,
-            resume: self.resume,
+            settings: self.settings,
         })
     }
 }

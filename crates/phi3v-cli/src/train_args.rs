@@ -13,6 +13,7 @@ use clap::Args;
 use phi3v_data::split::SplitConfig;
 use phi3v_peft::targets::{LM_HEAD, VISION_TARGETS};
 use phi3v_peft::AdapterPlan;
+use phi3v_train::job::JobSettings;
 use phi3v_train::{BaseDtype, ScheduleKind, TrainConfig, TrainError};
 use phi3v_vision::IMG_PROJECTION;
 
@@ -191,15 +192,17 @@ impl TrainArgs {
         Ok(JobSpec {
             model,
             data,
-            run_dir: self.run_dir.clone(),
-            train,
-            split: SplitConfig {
-                seed: 42,
-                validation_fraction: self.val_fraction,
+            settings: JobSettings {
+                run_dir: self.run_dir.clone(),
+                train,
+                split: SplitConfig {
+                    seed: 42,
+                    validation_fraction: self.val_fraction,
+                },
+                num_crops: self.num_crops,
+                max_len: None,
+                resume: self.resume,
             },
-            num_crops: self.num_crops,
-            max_len: None,
-            resume: self.resume,
         })
     }
 }

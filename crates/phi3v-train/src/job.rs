@@ -34,6 +34,14 @@ pub struct JobConfig {
     pub model_label: String,
     /// The catalogue file (parquet, CSV, JSON lines).
     pub data: PathBuf,
+    #[serde(flatten)]
+    pub settings: JobSettings,
+}
+
+/// Everything of a job but where its model and data come from (which a command line may
+/// still have to write, see `phi3v-cli`'s presets).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSettings {
     pub run_dir: PathBuf,
     pub train: TrainConfig,
     pub split: SplitConfig,
@@ -61,17 +69,18 @@ where
     B::InnerBackend: AttentionBackend,
     T: Task<Item = CatalogueItem>,
 {
-    std::fs::create_dir_all(&job.run_dir).map_err(|e| TrainError::io(&job.run_dir, e))?;
-    let matrix_dtype = job.train.base_dtype.resolve::<B>(&device)?;
+    let settings = &job.settings;
+    std::fs::create_dir_all(&settings.run_dir).map_err(|e| TrainError::io(&settings.run_dir, e))?;
+    let matrix_dtype = settings.train.base_dtype.resolve::<B>(&device)?;
     let (model_label, catalogue_path) = (job.model_label.clone(), job.data.clone());
     let data = load_data(
         &task,
         &job.model,
         &catalogue_path,
-        &job.split,
-        job.num_crops,
-        job.max_len,
-        &job.run_dir,
+        &settings.split,
+        settings.num_crops,
+        settings.max_len,
+        &settings.run_dir,
     )?;
     let (dir, tokenizer, train, val) = (data.dir, data.tokenizer, data.train, data.val);
     let model = dir.load_model_with_matrices::<B>(&device, matrix_dtype)?;
@@ -88,7 +97,7 @@ where
             } else {
                 "f32"
             },
-            if job.train.recompute {
+            if settings.train.recompute {
                 " · activation recomputation"
             } else {
                 ""
@@ -98,22 +107,22 @@ where
     };
     let mut trainer = Trainer::new(
         model,
-        job.train.clone(),
+        settings.train.clone(),
         task,
         train,
         val,
         tokenizer,
-        &job.run_dir,
+        &settings.run_dir,
         labels,
         device,
     )?;
-    crate::io::write_json(&job.run_dir.join("job.json"), job)?;
-    if job.resume {
+    crate::io::write_json(&settings.run_dir.join("job.json"), job)?;
+    if settings.resume {
         match trainer.resume()? {
             Some(step) => eprintln!("resuming from step {step}"),
             None => eprintln!(
                 "no checkpoint in {}: starting from step 0",
-                job.run_dir.display()
+                settings.run_dir.display()
             ),
         }
     }

@@ -17,7 +17,7 @@ pub fn run(backend: BackendChoice, args: &TrainArgs) -> Result<(), TrainError> {
         "{}",
         serde_json::to_string_pretty(&summary).unwrap_or_default()
     );
-    println!("{}", describe_run(&job.run_dir));
+    println!("{}", describe_run(&job.settings.run_dir));
     Ok(())
 }
 
