@@ -19,9 +19,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use phi3v_cli::summary::{describe_run, format_summary};
+use phi3v_cli::training::run_training;
 use phi3v_cli::{with_backend, BackendChoice, TrainArgs};
-use phi3v_train::job::run_job;
-use phi3v_train::{BurberryTask, TrainError};
+use phi3v_train::TrainError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,11 +45,10 @@ fn main() -> ExitCode {
         );
     }
     let run = || -> Result<_, TrainError> {
-        let job = cli.train.job()?.prepare()?;
-        let summary = with_backend!(cli.backend, TrainError::Config, B => {
-            run_job::<B, _>(BurberryTask::default(), &job, Default::default())
-        })?;
-        Ok((job, summary))
+        let spec = cli.train.job()?;
+        with_backend!(cli.backend, TrainError::Config, B => {
+            run_training::<B>(spec, Default::default())
+        })
     };
     match run() {
         Ok((job, summary)) => {

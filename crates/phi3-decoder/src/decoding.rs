@@ -8,6 +8,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::DecoderError;
+
 /// How to pick tokens. `temperature == 0` means greedy (argmax).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecodingConfig {
@@ -34,6 +36,32 @@ impl DecodingConfig {
             seed: 0,
         }
     }
+
+    /// Checks that every setting can pick a token: a NaN temperature would turn every
+    /// probability into NaN, `top_k = 0` would keep no token, and a `top_p` outside `(0, 1]`
+    /// is either empty or meaningless.
+    ///
+    /// # Errors
+    /// [`DecoderError::Config`] naming the setting (with its command-line flag) and value.
+    pub fn validate(&self) -> Result<(), DecoderError> {
+        let bad =
+            |what: &str, value: String| Err(DecoderError::Config(format!("{what}, got {value}")));
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(
+                "temperature (--temperature) must be a finite number >= 0 (0 is greedy)",
+                self.temperature.to_string(),
+            );
+        }
+        if self.top_k == Some(0) {
+            return bad("top-k (--top-k) must be >= 1", "0".into());
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return bad("top-p (--top-p) must be in (0, 1]", p.to_string());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Picks each next token as its [`DecodingConfig`] says, with its own seeded generator.
@@ -49,7 +77,9 @@ impl TokenDecoder {
         Self { config, rng }
     }
 
-    /// Picks the next token id from one row of logits (`[vocab]`).
+    /// Picks the next token id from one row of logits (`[vocab]`). The config is assumed
+    /// valid ([`DecodingConfig::validate`]); an invalid one still returns a token, never
+    /// panics.
     pub fn next_token(&mut self, logits: &[f32]) -> u32 {
         if self.config.temperature <= 0.0 {
             return argmax(logits);
@@ -146,5 +176,29 @@ mod tests {
             a.iter().any(|&t| t != a[0]),
             "temperature sampling must vary"
         );
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_naming_the_flag() {
+        let with = |temperature: f32, top_k: Option<usize>, top_p: Option<f32>| DecodingConfig {
+            temperature,
+            top_k,
+            top_p,
+            seed: 0,
+        };
+        for (config, flag) in [
+            (with(f32::NAN, None, None), "--temperature"),
+            (with(-0.5, None, None), "--temperature"),
+            (with(f32::INFINITY, None, None), "--temperature"),
+            (with(1.0, Some(0), None), "--top-k"),
+            (with(1.0, None, Some(2.0)), "--top-p"),
+            (with(1.0, None, Some(0.0)), "--top-p"),
+            (with(1.0, None, Some(f32::NAN)), "--top-p"),
+        ] {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(flag), "{config:?}: {err}");
+        }
+        with(0.0, Some(1), Some(1.0)).validate().unwrap();
+        with(0.7, Some(50), Some(0.9)).validate().unwrap();
     }
 }

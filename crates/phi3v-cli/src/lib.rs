@@ -14,6 +14,7 @@ pub mod backend;
 pub mod presets;
 pub mod summary;
 pub mod train_args;
+pub mod training;
 
 pub use backend::BackendChoice;
 pub use train_args::TrainArgs;

@@ -43,16 +43,19 @@ enum Command {
         model: String,
         #[arg(long)]
         prompt: String,
-        /// An image; repeat for several (the first is <|image_1|>).
+        /// An image file, or an http(s) URL fetched through the same download cache as
+        /// catalogue images; repeat for several (the first is <|image_1|>).
         #[arg(long)]
-        image: Vec<PathBuf>,
+        image: Vec<String>,
         #[arg(long, default_value_t = 256)]
         max_new_tokens: usize,
-        /// 0 is greedy decoding.
+        /// Sampling temperature, >= 0; 0 is greedy decoding.
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
+        /// Sample among the K most likely tokens (K >= 1).
         #[arg(long)]
         top_k: Option<usize>,
+        /// Sample among the most likely tokens whose probability reaches P, in (0, 1].
         #[arg(long)]
         top_p: Option<f32>,
         #[arg(long, default_value_t = 0)]
@@ -75,9 +78,13 @@ enum Command {
         #[arg(long)]
         prompt: String,
         #[arg(long)]
-        image: Vec<PathBuf>,
+        image: Vec<String>,
+        /// The safetensors file to write (outside the model dir and the images).
         #[arg(long)]
         out: PathBuf,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Write a synthetic product catalogue (parquet with the Burberry schema, plus drawn
     /// product photos) for testing and learning without real data.
@@ -86,12 +93,16 @@ enum Command {
         rows: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Output folder; an existing non-empty one is refused unless --overwrite.
         #[arg(long, default_value = "sample-data")]
         out: PathBuf,
+        /// Replace the contents of a non-empty --out as a whole (no old images remain).
+        #[arg(long)]
+        overwrite: bool,
         /// Share of deliberately broken rows, in [0, 1], to exercise error reporting.
         #[arg(long, default_value_t = 0.0)]
         faults: f64,
-        /// Side of the square product photos, in pixels.
+        /// Side of the square product photos, in pixels (16 to 4096).
         #[arg(long, default_value_t = 128)]
         image_size: u32,
         /// Picture encoding.
@@ -116,18 +127,24 @@ enum Command {
         /// Catalogue file (parquet, CSV, JSON lines).
         #[arg(long)]
         data: PathBuf,
+        /// Crops of the HD image transform, 1 to 64 (overrides the model's preprocessor
+        /// config).
         #[arg(long)]
         num_crops: Option<usize>,
         /// Validation items to generate answers for.
         #[arg(long, default_value_t = 64)]
         samples: usize,
+        /// Share of products held out for validation, in (0, 1).
         #[arg(long, default_value_t = 0.15)]
         val_fraction: f64,
         #[arg(long, default_value_t = 64)]
         max_new_tokens: usize,
-        /// Folder for eval.json.
+        /// Folder for eval.json (outside the model, adapter and catalogue).
         #[arg(long, default_value = "eval")]
         out: PathBuf,
+        /// Replace eval.json in a non-empty --out.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Fold a PEFT adapter into a model dir: a full model in the Hugging Face layout.
     ///
@@ -141,6 +158,10 @@ enum Command {
         adapter: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Replace a non-empty --out folder whole (an older merge, say): without it such a
+        /// folder is refused, so that nothing kept there is lost by mistake.
+        #[arg(long)]
+        overwrite: bool,
     },
 }
 
@@ -181,11 +202,13 @@ fn main() -> ExitCode {
             prompt,
             image,
             out,
-        } => cli::logits::run(&model, &prompt, &image, &out).map_err(Into::into),
+            overwrite,
+        } => cli::logits::run(&model, &prompt, &image, &out, overwrite),
         Command::SampleData {
             rows,
             seed,
             out,
+            overwrite,
             faults,
             image_size,
             format,
@@ -193,6 +216,7 @@ fn main() -> ExitCode {
             rows,
             seed,
             out,
+            overwrite,
             faults,
             image_size,
             format,
@@ -208,8 +232,10 @@ fn main() -> ExitCode {
             val_fraction,
             max_new_tokens,
             out,
+            overwrite,
         } => cli::train::eval(
             cli.backend,
+            overwrite,
             &phi3v_train::job::EvalJob {
                 model,
                 adapter,
@@ -224,13 +250,13 @@ fn main() -> ExitCode {
                 max_new_tokens,
                 out,
             },
-        )
-        .map_err(Into::into),
+        ),
         Command::Merge {
             model,
             adapter,
             out,
-        } => cli::train::merge(&model, &adapter, &out).map_err(Into::into),
+            overwrite,
+        } => cli::train::merge(&model, &adapter, &out, overwrite).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

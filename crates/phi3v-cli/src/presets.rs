@@ -40,11 +40,37 @@ pub struct JobSpec {
     pub settings: JobSettings,
 }
 
+/// A job whose preset files exist, and which of them this call wrote.
+#[derive(Debug)]
+pub struct Prepared {
+    pub job: JobConfig,
+    /// Folders written by [`JobSpec::prepare`] (not found from an earlier run).
+    written: Vec<PathBuf>,
+    /// Whether the run folder itself was created by it.
+    created_run_dir: bool,
+}
+
+impl Prepared {
+    /// Removes what [`JobSpec::prepare`] wrote, for a job that was refused before it started:
+    /// a failed command leaves no 17 MB random model behind.
+    pub fn abandon(self) {
+        for path in &self.written {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        if self.created_run_dir {
+            // Only if empty: the run may have written something worth keeping.
+            let _ = std::fs::remove_dir(&self.job.settings.run_dir);
+        }
+    }
+}
+
 impl JobSpec {
     /// Writes the tiny model and the sample catalogue where the spec asks for them (once:
     /// a rerun or a resume finds them in the run directory), and returns the job on files.
-    pub fn prepare(self) -> Result<JobConfig, TrainError> {
+    pub fn prepare(self) -> Result<Prepared, TrainError> {
         let run_dir = &self.settings.run_dir;
+        let created_run_dir = !run_dir.exists();
+        let mut written = Vec::new();
         let (model, model_label) = match &self.model {
             ModelSource::Pretrained(name) => (name.clone(), name.clone()),
             ModelSource::Tiny { spec, tokenizer } => {
@@ -52,6 +78,7 @@ impl JobSpec {
                 if !dir.join("model.safetensors").is_file() {
                     spec.write(&dir, tokenizer)
                         .map_err(|e| TrainError::io(&dir, e))?;
+                    written.push(dir.clone());
                 }
                 let label = format!("a tiny random Phi-3-V ({})", dir.display());
                 (dir.display().to_string(), label)
@@ -69,15 +96,20 @@ impl JobSpec {
                         out_dir: out_dir.clone(),
                         ..SampleConfig::default()
                     })?;
+                    written.push(out_dir);
                 }
                 catalogue
             }
         };
-        Ok(JobConfig {
-            model,
-            model_label,
-            data,
-            settings: self.settings,
+        Ok(Prepared {
+            job: JobConfig {
+                model,
+                model_label,
+                data,
+                settings: self.settings,
+            },
+            written,
+            created_run_dir,
         })
     }
 }

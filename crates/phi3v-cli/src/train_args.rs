@@ -13,7 +13,7 @@ use clap::Args;
 use phi3v_data::split::SplitConfig;
 use phi3v_peft::targets::{LM_HEAD, VISION_TARGETS};
 use phi3v_peft::AdapterPlan;
-use phi3v_train::job::JobSettings;
+use phi3v_train::job::{JobSettings, DEFAULT_MAX_TOKENS};
 use phi3v_train::{BaseDtype, ScheduleKind, TrainConfig, TrainError};
 use phi3v_vision::IMG_PROJECTION;
 
@@ -42,9 +42,22 @@ pub struct TrainArgs {
     /// Where the run writes its config, metrics, checkpoints, adapter and report.
     #[arg(long, default_value = "runs/finetune")]
     pub run_dir: PathBuf,
-    /// Continue from the newest checkpoint in RUN_DIR.
+    /// Continue the run in RUN_DIR from its newest intact checkpoint (corrupted ones are
+    /// skipped and named). Without it a RUN_DIR that holds a run is refused, so two runs
+    /// never mix their checkpoints and metrics.
     #[arg(long)]
     pub resume: bool,
+    /// With --resume: continue although the run in RUN_DIR was made from another model,
+    /// other data or other settings (each change is printed), or has no intact checkpoint
+    /// (it starts over from step 0). Without it a resume may only raise --steps and change
+    /// the evaluation, logging and checkpoint flags.
+    #[arg(long, requires = "resume")]
+    pub force: bool,
+    /// Tokens one example may have (image placeholders, prompt and answer); longer rows are
+    /// skipped, named and listed in RUN_DIR/dropped_rows.json rather than truncated. 16
+    /// crops are about 2,600 image tokens.
+    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
+    pub max_tokens: usize,
     /// Crops of the HD image transform (overrides the model's preprocessor config).
     #[arg(long)]
     pub num_crops: Option<usize>,
@@ -200,8 +213,9 @@ impl TrainArgs {
                     validation_fraction: self.val_fraction,
                 },
                 num_crops: self.num_crops,
-                max_len: None,
+                max_tokens: self.max_tokens,
                 resume: self.resume,
+                force: self.force,
             },
         })
     }

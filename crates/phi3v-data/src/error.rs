@@ -23,9 +23,9 @@ pub enum DataError {
     ImageDecode {
         /// The file.
         path: PathBuf,
-        /// What the decoder said.
+        /// What the decoder (the input processor's, the project's one decoding path) said.
         #[source]
-        source: image::ImageError,
+        source: phi3v_processor::ImageDecodeError,
     },
 
     /// A configuration value is out of range.
@@ -122,6 +122,22 @@ pub enum DataError {
         #[source]
         source: image::ImageError,
     },
+
+    /// An image URL a user named could not be downloaded
+    /// ([`ImageFetcher::fetch_one`](crate::images::ImageFetcher::fetch_one)).
+    #[error("cannot download {url}: {source}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// The last attempt's failure and the number of attempts.
+        #[source]
+        source: crate::images::FetchFailure,
+    },
+
+    /// An output could not be written, or would replace a non-empty folder the user did not
+    /// ask to replace (the sample-data folder); the message names the path.
+    #[error(transparent)]
+    Output(#[from] phi3v_io::OutputError),
 
     /// An error of the input processor (prompt, tokenizer, image processor, collation).
     #[error(transparent)]

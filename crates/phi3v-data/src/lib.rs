@@ -13,14 +13,21 @@
 //! - [`catalogue`]: product catalogues (parquet streamed by record batch, CSV, JSONL) with a
 //!   column mapping (Burberry's by default), Hugging Face image structs, and
 //!   [`Catalogue::load`](catalogue::Catalogue::load): checked rows with fetched, decoded images.
-//!   A [`catalogue::Product`] fills prompt templates ([`phi3v_processor::prompt::Fields`]).
+//!   A catalogue may come from anywhere, so outlandish rows (prices out of
+//!   [`LoadOptions`](catalogue::LoadOptions), empty categories, cells of the wrong type, image
+//!   paths outside the catalogue's folder) are dropped and reported, and what one file can
+//!   make the loader read is bounded. A [`catalogue::Product`] fills prompt templates
+//!   ([`phi3v_processor::prompt::Fields`]).
 //! - [`images`]: image downloads (bounded thread pool, timeout, retries, redirect limit, rustls)
-//!   into an atomic on-disk cache keyed by URL, and the decoding check.
+//!   into an atomic on-disk cache keyed by URL, one size limit for every image read, the one
+//!   entry point for an image a user names
+//!   ([`ImageFetcher::fetch_one`](images::ImageFetcher::fetch_one)), and the decoding check.
 //! - [`report`]: every dropped row with its index, product code and [`report::DropReason`];
 //!   JSON file and one-line summary.
 //! - [`split`]: deterministic, seeded train/validation split by product code.
 //! - [`sample_data`]: the sample-catalogue generator (Burberry schema, procedural product
-//!   photos, optional injected faults); the `phi3v sample-data` command runs it.
+//!   photos, optional injected faults), written as a whole folder that replaces an existing
+//!   one only on request; the `phi3v sample-data` command runs it.
 //! - [`error`]: [`DataError`], the crate's error type (processor errors convert into it).
 
 pub mod catalogue;

@@ -91,6 +91,21 @@ pub enum DropReason {
         /// The row that is kept.
         first_row: usize,
     },
+    /// The row loaded, but its training example (image placeholders, prompt and answer) is
+    /// longer than the token budget. Nothing is truncated: a cut example trains the wrong
+    /// target, and one huge example can exhaust memory.
+    TooManyTokens {
+        /// Tokens of the example.
+        tokens: usize,
+        /// The budget.
+        max_tokens: usize,
+    },
+    /// The row loaded, but it could not become an example (an image whose shape the HD
+    /// transform refuses, a prompt that does not render).
+    NotAnExample {
+        /// Why, as the example builder said it.
+        message: String,
+    },
 }
 
 /// The kind of a [`DropReason`], without its details: for counting and for comparing a
@@ -120,6 +135,10 @@ pub enum DropKind {
     UndecodableImage,
     /// See [`DropReason::DuplicateProductCode`].
     DuplicateProductCode,
+    /// See [`DropReason::TooManyTokens`].
+    TooManyTokens,
+    /// See [`DropReason::NotAnExample`].
+    NotAnExample,
 }
 
 impl DropKind {
@@ -137,6 +156,8 @@ impl DropKind {
             DropKind::DownloadFailed => "download failed",
             DropKind::UndecodableImage => "undecodable image",
             DropKind::DuplicateProductCode => "duplicate product code",
+            DropKind::TooManyTokens => "over the token budget",
+            DropKind::NotAnExample => "not an example",
         }
     }
 }
@@ -162,6 +183,8 @@ impl DropReason {
             DropReason::DownloadFailed { .. } => DropKind::DownloadFailed,
             DropReason::UndecodableImage { .. } => DropKind::UndecodableImage,
             DropReason::DuplicateProductCode { .. } => DropKind::DuplicateProductCode,
+            DropReason::TooManyTokens { .. } => DropKind::TooManyTokens,
+            DropReason::NotAnExample { .. } => DropKind::NotAnExample,
         }
     }
 }
@@ -204,6 +227,13 @@ impl fmt::Display for DropReason {
             DropReason::DuplicateProductCode { first_row } => {
                 write!(f, "duplicate product code (kept row {first_row})")
             }
+            DropReason::TooManyTokens { tokens, max_tokens } => write!(
+                f,
+                "the example is {tokens} tokens, over the budget of {max_tokens}"
+            ),
+            DropReason::NotAnExample { message } => {
+                write!(f, "cannot become an example: {message}")
+            }
         }
     }
 }
@@ -213,12 +243,38 @@ impl fmt::Display for DropReason {
 pub struct DroppedRow {
     /// 0-based index of the row in the catalogue (data rows, in file order).
     pub row: usize,
+    /// The row's first line in a CSV or JSONL file (1-based, as an editor counts: the header
+    /// and multi-line quoted fields included); absent for parquet, whose rows have no lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
     /// The row's product code, when it has a readable one.
     pub product_code: Option<i64>,
     /// Why it was dropped.
     pub reason: DropReason,
     /// `reason` as a sentence, for people reading the JSON.
     pub message: String,
+}
+
+impl DroppedRow {
+    /// A dropped row whose message starts with where a person finds it in the file.
+    fn new(row: usize, line: Option<u64>, product_code: Option<i64>, reason: DropReason) -> Self {
+        Self {
+            row,
+            line,
+            product_code,
+            message: format!("{}: {reason}", row_location(row, line)),
+            reason,
+        }
+    }
+}
+
+/// Where a person finds a row in its file: `line 12` (CSV, JSONL: the row index is no line
+/// of the file) or `row 11` (parquet, 0-based as pandas and pyarrow count).
+pub fn row_location(row: usize, line: Option<u64>) -> String {
+    match line {
+        Some(line) => format!("line {line}"),
+        None => format!("row {row}"),
+    }
 }
 
 /// What happened to the rows of one catalogue.
@@ -249,14 +305,45 @@ impl Report {
     }
 
     /// Records a dropped row.
-    pub fn drop_row(&mut self, row: usize, product_code: Option<i64>, reason: DropReason) {
+    pub fn drop_row(
+        &mut self,
+        row: usize,
+        line: Option<u64>,
+        product_code: Option<i64>,
+        reason: DropReason,
+    ) {
         *self.counts.entry(reason.kind()).or_default() += 1;
-        self.dropped.push(DroppedRow {
-            row,
-            product_code,
-            message: reason.to_string(),
-            reason,
-        });
+        self.dropped
+            .push(DroppedRow::new(row, line, product_code, reason));
+    }
+
+    /// Records a row that the loader kept but a later stage could not use (building its
+    /// example: see [`DropReason::TooManyTokens`]), so that the report still accounts for
+    /// every row read: the row moves from kept to dropped, in row order.
+    ///
+    /// # Errors
+    /// [`DataError::InvalidConfig`] if the row is already reported as dropped or no kept row
+    /// is left (the report would count a row twice).
+    pub fn drop_kept_row(
+        &mut self,
+        row: usize,
+        line: Option<u64>,
+        product_code: Option<i64>,
+        reason: DropReason,
+    ) -> Result<(), DataError> {
+        let at = self.dropped.partition_point(|d| d.row < row);
+        if self.dropped.get(at).is_some_and(|d| d.row == row) || self.rows_kept == 0 {
+            return Err(DataError::InvalidConfig(format!(
+                "{}: row {row} cannot be dropped as {}: it is not a kept row",
+                self.catalogue.display(),
+                reason.kind()
+            )));
+        }
+        *self.counts.entry(reason.kind()).or_default() += 1;
+        self.dropped
+            .insert(at, DroppedRow::new(row, line, product_code, reason));
+        self.rows_kept -= 1;
+        Ok(())
     }
 
     /// Sorts the dropped rows by row index (rows are checked in parallel chunks).
@@ -304,5 +391,85 @@ impl Report {
     /// Reads a report written by [`Report::write_json`].
     pub fn read_json(path: impl AsRef<Path>) -> Result<Self, DataError> {
         crate::json_file::read(path.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Five rows read, rows 1 and 3 dropped by the loader.
+    fn loaded() -> Report {
+        let mut report = Report::new("shop.csv");
+        report.drop_row(
+            3,
+            None,
+            Some(30),
+            DropReason::DuplicateProductCode { first_row: 0 },
+        );
+        report.drop_row(
+            1,
+            Some(3),
+            None,
+            DropReason::EmptyTitle {
+                column: "title".into(),
+            },
+        );
+        report.finish(5);
+        report
+    }
+
+    #[test]
+    fn a_row_dropped_after_loading_moves_from_kept_to_dropped_in_row_order() {
+        let mut report = loaded();
+        assert_eq!(report.rows_kept, 3);
+        let too_long = DropReason::TooManyTokens {
+            tokens: 9000,
+            max_tokens: 4096,
+        };
+        report
+            .drop_kept_row(2, Some(4), Some(20), too_long)
+            .unwrap();
+        assert_eq!(report.rows_kept, 2);
+        assert_eq!(
+            report.dropped_kinds(),
+            vec![
+                (1, DropKind::EmptyTitle),
+                (2, DropKind::TooManyTokens),
+                (3, DropKind::DuplicateProductCode)
+            ]
+        );
+        assert_eq!(
+            report.dropped[1].message,
+            "line 4: the example is 9000 tokens, over the budget of 4096"
+        );
+        assert_eq!(report.counts[&DropKind::TooManyTokens], 1);
+        assert!(
+            report
+                .summary()
+                .starts_with("shop.csv: 5 rows read, 2 kept, 3 dropped ("),
+            "{}",
+            report.summary()
+        );
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains(r#""kind":"too_many_tokens""#), "{json}");
+    }
+
+    #[test]
+    fn a_row_cannot_be_dropped_twice() {
+        let mut report = loaded();
+        let reason = || DropReason::NotAnExample {
+            message: "too elongated".into(),
+        };
+        let err = report
+            .drop_kept_row(3, None, Some(30), reason())
+            .unwrap_err();
+        assert!(err.to_string().contains("row 3"), "{err}");
+        report.drop_kept_row(0, None, None, reason()).unwrap();
+        report.drop_kept_row(2, None, None, reason()).unwrap();
+        report.drop_kept_row(4, None, None, reason()).unwrap();
+        assert_eq!(report.rows_kept, 0);
+        assert!(report.drop_kept_row(5, None, None, reason()).is_err());
+        assert_eq!(report.dropped.len(), 5);
     }
 }

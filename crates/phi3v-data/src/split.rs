@@ -22,13 +22,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::DataError;
+
 /// How to split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SplitConfig {
     /// Seed of the hash: another seed gives another (equally deterministic) split.
     pub seed: u64,
-    /// Expected share of products in the validation set, in `[0, 1]`.
+    /// Expected share of products in the validation set, in `(0, 1)` (see
+    /// [`SplitConfig::validate`]).
     pub validation_fraction: f64,
 }
 
@@ -38,6 +41,29 @@ impl Default for SplitConfig {
             seed: 42,
             validation_fraction: 0.1,
         }
+    }
+}
+
+impl SplitConfig {
+    /// Checks that both sides of a split can hold products: a fraction of 0 (or NaN, which
+    /// no comparison passes) leaves the validation side empty, 1 or more leaves the
+    /// training side empty, and a fine-tuning run needs both. Called before any data is
+    /// read, so a bad fraction fails in a moment instead of after loading a catalogue.
+    ///
+    /// The message names the `phi3v train` flag (`--val-fraction`) and the value.
+    pub fn validate(&self) -> Result<(), DataError> {
+        let f = self.validation_fraction;
+        if f.is_finite() && f > 0.0 && f < 1.0 {
+            return Ok(());
+        }
+        Err(DataError::InvalidConfig(format!(
+            "validation fraction (--val-fraction) must be a number in (0, 1), got {f}: {}",
+            if f.is_nan() || f <= 0.0 {
+                "no product would go to the validation side"
+            } else {
+                "no product would go to the training side"
+            }
+        )))
     }
 }
 
@@ -87,4 +113,42 @@ pub fn split_by_product<T>(
         }
     }
     split
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fraction(validation_fraction: f64) -> Result<(), DataError> {
+        SplitConfig {
+            seed: 1,
+            validation_fraction,
+        }
+        .validate()
+    }
+
+    #[test]
+    fn fractions_strictly_between_zero_and_one_are_valid() {
+        for f in [1e-9, 0.1, 0.5, 0.999] {
+            assert!(fraction(f).is_ok(), "{f}");
+        }
+        assert!(SplitConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn fractions_that_empty_a_side_name_the_flag_the_value_and_the_side() {
+        for (f, side) in [
+            (0.0, "validation"),
+            (-0.5, "validation"),
+            (f64::NAN, "validation"),
+            (1.0, "training"),
+            (3.0, "training"),
+            (f64::INFINITY, "training"),
+        ] {
+            let err = fraction(f).unwrap_err().to_string();
+            assert!(err.contains("--val-fraction"), "{err}");
+            assert!(err.contains(&format!("got {f}")), "{err}");
+            assert!(err.contains(&format!("to the {side} side")), "{f}: {err}");
+        }
+    }
 }

@@ -1,18 +1,20 @@
 //! The sample-catalogue generator: schema, read-back with zero drops, determinism, injected
 //! faults reported exactly, and the train/validation split.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::Path;
-use std::time::Duration;
 
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use phi3v_data::catalogue::{burberry_arrow_schema, Catalogue, LoadedCatalogue};
-use phi3v_data::images::{FetchConfig, ImageFetcher};
 use phi3v_data::sample_data::{
     generate, FaultKind, FaultList, SampleConfig, SampleImageFormat, CATALOGUE_FILE,
 };
 use phi3v_data::split::{split_by_product, SplitConfig};
+
+use common::quick_fetcher;
 
 fn config(out: &Path, rows: usize, seed: u64) -> SampleConfig {
     SampleConfig {
@@ -25,17 +27,10 @@ fn config(out: &Path, rows: usize, seed: u64) -> SampleConfig {
 }
 
 fn load(catalogue: &Path, cache: &Path) -> LoadedCatalogue {
-    let fetcher = ImageFetcher::new(FetchConfig {
-        cache_dir: cache.to_path_buf(),
-        timeout: Duration::from_millis(300),
-        connect_timeout: Duration::from_millis(300),
-        retries: 0,
-        proxy_from_env: false,
-        progress: false,
-        ..FetchConfig::default()
-    })
-    .unwrap();
-    Catalogue::open(catalogue).unwrap().load(&fetcher).unwrap()
+    Catalogue::open(catalogue)
+        .unwrap()
+        .load(&quick_fetcher(cache))
+        .unwrap()
 }
 
 #[test]
@@ -225,4 +220,122 @@ fn split_is_deterministic_and_disjoint_by_product() {
     let reversed = split_by_product(items.into_iter().rev(), code, &split_config);
     let reversed_validation: HashSet<_> = reversed.validation.iter().map(code).collect();
     assert_eq!(reversed_validation, validation);
+}
+
+/// Every file under `dir` with its bytes, by path relative to `dir`.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                files.push((path.strip_prefix(dir).unwrap().to_path_buf(), bytes));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_non_empty_output_folder_is_refused_and_left_as_it_was() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("sample");
+    generate(&config(&out, 12, 1)).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let before = snapshot(&out);
+    assert_eq!(
+        before.len(),
+        12 + 3,
+        "12 pictures, catalogue, faults, notes"
+    );
+
+    let err = generate(&config(&out, 4, 2)).unwrap_err();
+    assert!(matches!(err, phi3v_data::DataError::Output(_)), "{err}");
+    let message = err.to_string();
+    for needle in ["--out", "sample", "--overwrite", "catalogue.parquet"] {
+        assert!(message.contains(needle), "{message}");
+    }
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "the folder is byte for byte as it was"
+    );
+    assert_eq!(
+        names(root.path()),
+        vec!["sample"],
+        "no staging folder is left"
+    );
+
+    // A file in the way is never replaced, even with overwrite.
+    let file = root.path().join("file");
+    std::fs::write(&file, "keep").unwrap();
+    let err = generate(&SampleConfig {
+        overwrite: true,
+        ..config(&file, 4, 2)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("is a file"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+}
+
+#[test]
+fn overwrite_replaces_the_whole_folder_leaving_no_old_pictures() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("sample");
+    let old = generate(&config(&out, 12, 1)).unwrap();
+    std::fs::write(out.join("notes.txt"), "stale").unwrap();
+
+    let summary = generate(&SampleConfig {
+        overwrite: true,
+        image_format: SampleImageFormat::Jpeg,
+        ..config(&out, 4, 2)
+    })
+    .unwrap();
+    assert_eq!(summary.catalogue, out.join(CATALOGUE_FILE));
+    assert_eq!(summary.images_dir, out.join("images"));
+    assert_eq!(
+        names(&out),
+        vec!["catalogue.parquet", "faults.json", "images"]
+    );
+    assert_eq!(
+        names(root.path()),
+        vec!["sample"],
+        "no staging or replaced folder is left"
+    );
+    let pictures = names(&summary.images_dir);
+    assert_eq!(pictures.len(), 4, "{pictures:?}");
+    assert!(pictures.iter().all(|p| p.ends_with(".jpg")), "{pictures:?}");
+    assert_ne!(old.images_written, summary.images_written);
+
+    // The image paths of the catalogue are relative, so they hold after the staging folder
+    // was renamed into place.
+    let loaded = load(&summary.catalogue, &root.path().join("cache"));
+    assert_eq!(loaded.items.len(), 4, "{}", loaded.report.summary());
+    let expected: Vec<String> = loaded
+        .items
+        .iter()
+        .map(|i| i.product.imageurl.trim_start_matches("images/").to_string())
+        .collect();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(pictures, expected_sorted);
+    assert!(loaded
+        .items
+        .iter()
+        .all(|i| i.product.imageurl.starts_with("images/")));
 }

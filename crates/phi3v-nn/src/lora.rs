@@ -47,6 +47,35 @@ impl LoraConfig {
     pub fn scale(&self) -> f64 {
         self.alpha / self.rank as f64
     }
+
+    /// Checks that adapters with these settings can train, before any is built: a rank of
+    /// 0 makes `alpha / r` infinite, a NaN or non-positive alpha makes every update NaN or
+    /// nothing, and a dropout of 1 or more keeps no input (burn's Bernoulli sampler panics
+    /// past 1). Without this check each shows up steps later as a non-finite loss.
+    ///
+    /// The message names the setting and its value, with the `phi3v train` flag that sets
+    /// it in parentheses.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rank == 0 {
+            return Err(format!(
+                "lora rank (--lora-rank) must be >= 1, got {}",
+                self.rank
+            ));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(format!(
+                "lora alpha (--lora-alpha) must be a finite number > 0, got {}",
+                self.alpha
+            ));
+        }
+        if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
+            return Err(format!(
+                "lora dropout (--lora-dropout) must be in [0, 1), got {}",
+                self.dropout
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The trainable low-rank pair of one linear layer.
@@ -129,5 +158,40 @@ impl<B: Backend> LoraAdapter<B> {
         let mut out = dims;
         out[D - 1] = d_out;
         y.reshape(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(edit: impl FnOnce(&mut LoraConfig)) -> Result<(), String> {
+        let mut config = LoraConfig::default();
+        edit(&mut config);
+        config.validate()
+    }
+
+    #[test]
+    fn the_reference_settings_and_edge_values_that_train_pass() {
+        assert_eq!(LoraConfig::default().validate(), Ok(()));
+        assert_eq!(with(|c| c.rank = 1), Ok(()));
+        assert_eq!(with(|c| c.dropout = 0.999), Ok(()));
+        assert_eq!(with(|c| c.alpha = 1e-6), Ok(()));
+    }
+
+    #[test]
+    fn settings_that_cannot_train_name_the_flag_and_the_value() {
+        let err = with(|c| c.rank = 0).unwrap_err();
+        assert_eq!(err, "lora rank (--lora-rank) must be >= 1, got 0");
+        for alpha in [f64::NAN, f64::INFINITY, 0.0, -2.0] {
+            let err = with(|c| c.alpha = alpha).unwrap_err();
+            assert!(err.starts_with("lora alpha (--lora-alpha)"), "{err}");
+            assert!(err.ends_with(&format!("got {alpha}")), "{err}");
+        }
+        for dropout in [1.0, 2.0, -0.1, f64::NAN] {
+            let err = with(|c| c.dropout = dropout).unwrap_err();
+            assert!(err.starts_with("lora dropout (--lora-dropout)"), "{err}");
+            assert!(err.ends_with(&format!("got {dropout}")), "{err}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Element, FloatDType, Int, Tensor, TensorData};
 use memmap2::Mmap;
 use safetensors::tensor::{Dtype, SafeTensors};
 
@@ -33,6 +33,11 @@ pub enum WeightsError {
     BadFile { path: PathBuf, reason: String },
     #[error("{path} is not a valid safetensors index: {reason}")]
     BadIndex { path: PathBuf, reason: String },
+    #[error("{index} names shard files that are not beside it: {}", missing.join(", "))]
+    MissingShards {
+        index: PathBuf,
+        missing: Vec<String>,
+    },
     #[error("{dir} holds neither {SINGLE_FILE} nor {INDEX_FILE}")]
     NoWeights { dir: PathBuf },
     #[error("tensor `{name}` is missing from the weights ({files})")]
@@ -43,6 +48,15 @@ pub enum WeightsError {
         path: PathBuf,
         found: Vec<usize>,
         expected: Vec<usize>,
+    },
+    #[error(
+        "tensor `{name}` in {path} holds {value}, which the backend's {dtype} integers cannot hold"
+    )]
+    IntRange {
+        name: String,
+        path: PathBuf,
+        value: i64,
+        dtype: String,
     },
     #[error("tensor `{name}` in {path} has dtype {dtype}, which cannot be read as {wanted}")]
     Dtype {
@@ -136,6 +150,18 @@ impl Weights {
             }
         }
         shards.sort();
+        // Every missing shard at once, each named as the index names it.
+        let missing: Vec<&str> = shards
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !dir.join(s).is_file())
+            .collect();
+        if !missing.is_empty() {
+            return Err(WeightsError::MissingShards {
+                index: index.to_path_buf(),
+                missing: missing.into_iter().map(String::from).collect(),
+            });
+        }
         let weights = Self::from_files(shards.iter().map(|s| dir.join(s)))?;
         // Every tensor the index promises must be in the shard it names.
         for (name, shard) in map {
@@ -168,6 +194,10 @@ impl Weights {
                 path: path.clone(),
                 source,
             })?;
+            check_offsets(&mmap).map_err(|reason| WeightsError::BadFile {
+                path: path.clone(),
+                reason,
+            })?;
             let (header_len, metadata) =
                 SafeTensors::read_metadata(&mmap).map_err(|e| WeightsError::BadFile {
                     path: path.clone(),
@@ -175,13 +205,20 @@ impl Weights {
                 })?;
             let start = 8 + header_len;
             for (name, info) in metadata.tensors() {
-                let range = (start + info.data_offsets.0, start + info.data_offsets.1);
-                if range.1 > mmap.len() {
-                    return Err(WeightsError::BadFile {
-                        path: path.clone(),
-                        reason: format!("tensor `{name}` runs past the end of the file"),
-                    });
-                }
+                // Offsets are the file's claims: checked, not trusted, before any slice.
+                let (begin, end) = info.data_offsets;
+                let range = match (start.checked_add(begin), start.checked_add(end)) {
+                    (Some(b), Some(e)) if b <= e && e <= mmap.len() => (b, e),
+                    _ => {
+                        return Err(WeightsError::BadFile {
+                            path: path.clone(),
+                            reason: format!(
+                                "tensor `{name}` claims bytes {begin}..{end} of the data, which \
+                                 run past the end of the file"
+                            ),
+                        })
+                    }
+                };
                 entries.insert(
                     name,
                     Entry {
@@ -199,6 +236,11 @@ impl Weights {
             entries,
             matrix_dtype: None,
         })
+    }
+
+    /// The files the weights were read from (the index's shards in name order).
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(path, _)| path.as_path())
     }
 
     fn file_list(&self) -> String {
@@ -308,6 +350,9 @@ impl Weights {
     }
 
     /// Loads an integer tensor of the given shape onto `device`.
+    ///
+    /// A value outside the range of the backend's integer type (i32 on most) is an error
+    /// naming the tensor: burn's conversion would panic on it.
     pub fn int_tensor<B: Backend, const D: usize>(
         &self,
         name: &str,
@@ -315,6 +360,16 @@ impl Weights {
         device: &B::Device,
     ) -> Result<Tensor<B, D, Int>, WeightsError> {
         let values = self.read_i64(name, &shape)?;
+        let dtype = <B::IntElem as Element>::dtype();
+        let (min, max) = int_range(dtype);
+        if let Some(&value) = values.iter().find(|v| !(min..=max).contains(*v)) {
+            return Err(WeightsError::IntRange {
+                name: name.to_string(),
+                path: self.files[self.entry(name)?.file].0.clone(),
+                value,
+                dtype: format!("{dtype:?}"),
+            });
+        }
         Ok(Tensor::from_data(TensorData::new(values, shape), device))
     }
 
@@ -370,6 +425,56 @@ impl Weights {
             .into_iter()
             .filter(|n| !used.contains(n))
             .collect()
+    }
+}
+
+/// Refuses a header whose tensors claim data past the end of the file, before safetensors
+/// reads it: its `read_metadata` adds the claimed data length to the header's without a
+/// check, and panics (debug) or wraps (release) when a crafted header's offsets sum to
+/// nearly `usize::MAX`. Anything else wrong is left for safetensors to report.
+fn check_offsets(bytes: &[u8]) -> Result<(), String> {
+    let Some(prefix) = bytes.get(..8) else {
+        return Ok(());
+    };
+    let header_len = u64::from_le_bytes(prefix.try_into().unwrap_or_default());
+    // A header past the file's end, or past safetensors' 100 MB limit, is refused by it.
+    let Some(data_len) = (bytes.len() as u64 - 8).checked_sub(header_len) else {
+        return Ok(());
+    };
+    if header_len > 100_000_000 {
+        return Ok(());
+    }
+    // In bounds: header_len <= bytes.len() - 8.
+    let header = &bytes[8..8 + header_len as usize];
+    let Ok(serde_json::Value::Object(tensors)) = serde_json::from_slice(header) else {
+        return Ok(());
+    };
+    for (name, info) in &tensors {
+        let end = info
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(serde_json::Value::as_u64);
+        if let Some(end) = end.filter(|&end| end > data_len) {
+            return Err(format!(
+                "tensor `{name}` claims data up to byte {end}, but the file holds {data_len} \
+                 bytes of data"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The values an integer `dtype` holds, as `i64` (all of them for a non-integer dtype).
+fn int_range(dtype: DType) -> (i64, i64) {
+    match dtype {
+        DType::I8 => (i8::MIN.into(), i8::MAX.into()),
+        DType::I16 => (i16::MIN.into(), i16::MAX.into()),
+        DType::I32 => (i32::MIN.into(), i32::MAX.into()),
+        DType::U8 => (0, u8::MAX.into()),
+        DType::U16 => (0, u16::MAX.into()),
+        DType::U32 => (0, u32::MAX.into()),
+        DType::U64 => (0, i64::MAX),
+        _ => (i64::MIN, i64::MAX),
     }
 }
 
@@ -481,6 +586,57 @@ mod tests {
         assert!(err.contains("dtype"), "{err}");
     }
 
+    /// An integer the backend's int type cannot hold is an error, not burn's panic.
+    #[test]
+    fn integers_past_the_backend_range_name_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = [1i64, 1 << 40].map(i64::to_le_bytes).concat();
+        let view = safetensors::tensor::TensorView::new(Dtype::I64, vec![2], &big).unwrap();
+        let path = dir.path().join("ids.safetensors");
+        safetensors::serialize_to_file([("ids", view)], None, &path).unwrap();
+        let w = Weights::open(&path).unwrap();
+        assert_eq!(w.read_i64("ids", &[2]).unwrap(), [1, 1 << 40]);
+        // Flex's integers are i32.
+        let err = w
+            .int_tensor::<B, 1>("ids", [2], &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`ids`")
+                && err.contains("ids.safetensors")
+                && err.contains("1099511627776"),
+            "{err}"
+        );
+    }
+
+    /// Offsets whose sum overflows `usize` once the header is added: safetensors'
+    /// `read_metadata` would panic on the overflow; the reader refuses them first.
+    #[test]
+    fn offsets_summing_past_the_address_space_are_refused() {
+        let size = (1u64 << 61) - 1;
+        let tensors: Vec<String> = (0..8u64)
+            .map(|i| {
+                format!(
+                    r#""t{i}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{},{}]}}"#,
+                    i * size,
+                    (i + 1) * size
+                )
+            })
+            .collect();
+        let header = format!("{{{}}}", tensors.join(","));
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0; 16]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.safetensors");
+        std::fs::write(&path, bytes).unwrap();
+        let err = Weights::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("huge.safetensors") && err.contains("`t0`"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn half_precision_tensors_read_as_f32() {
         let dir = tempfile::tempdir().unwrap();
@@ -539,6 +695,9 @@ mod tests {
 
         std::fs::remove_file(dir.path().join("s2.safetensors")).unwrap();
         let err = Weights::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("s2.safetensors"), "{err}");
+        assert!(
+            err.contains(INDEX_FILE) && err.contains("s2.safetensors"),
+            "{err}"
+        );
     }
 }

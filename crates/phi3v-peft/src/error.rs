@@ -10,6 +10,13 @@ pub enum PeftError {
     /// there is one).
     #[error("configuration: {0}")]
     Config(String),
+    /// A key of a settings file (`adapter_config.json`) whose value cannot work.
+    #[error("{path}: `{key}` {message}")]
+    Setting {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
     /// A file that cannot be read or written.
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
@@ -20,6 +27,13 @@ pub enum PeftError {
         tensor: String,
         message: String,
     },
+    /// A safetensors file that cannot be read (each names the file, and the tensor where
+    /// there is one).
+    #[error(transparent)]
+    Weights(#[from] phi3v_nn::WeightsError),
+    /// An output that would clobber an input or a non-empty folder, or a failed write.
+    #[error(transparent)]
+    Output(#[from] phi3v_io::OutputError),
 }
 
 impl PeftError {
@@ -28,6 +42,19 @@ impl PeftError {
         PeftError::File {
             path: path.into(),
             message: err.to_string(),
+        }
+    }
+
+    /// Key `key` of the settings file `path` is at fault.
+    pub fn setting(
+        path: impl Into<PathBuf>,
+        key: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) -> Self {
+        PeftError::Setting {
+            path: path.into(),
+            key: key.into(),
+            message: message.to_string(),
         }
     }
 

@@ -33,6 +33,20 @@ impl Factor {
             Factor::B => "lora_B",
         }
     }
+
+    /// The other factor of the pair.
+    pub fn other(self) -> Self {
+        match self {
+            Factor::A => Factor::B,
+            Factor::B => Factor::A,
+        }
+    }
+}
+
+impl std::fmt::Display for Factor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.part())
+    }
 }
 
 /// The name a factor of `module`'s adapter is written under.
@@ -61,29 +75,37 @@ pub fn full_bias(module: &str) -> String {
 /// What a tensor of an adapter file does to the model dir's tensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdapterTensor {
-    /// Factor A of the adapter on the model dir's weight `base`; `b` names factor B in the
-    /// same file.
-    LoraA { base: String, b: String },
-    /// Factor B, read together with its factor A.
-    LoraB,
+    /// A LoRA factor of the adapter on `module`, whose model-dir weight is
+    /// `{module}.weight`; `partner` names the other factor, spelled the same way (with or
+    /// without PEFT's `.default`), so that a pair is always read together.
+    Lora {
+        module: String,
+        factor: Factor,
+        partner: String,
+    },
     /// A full copy of the model dir's tensor `base`.
     Full { base: String },
 }
 
 /// What the adapter file's tensor `name` is; `None` when it lacks PEFT's prefix.
 pub fn parse(name: &str) -> Option<AdapterTensor> {
-    let module = name
-        .strip_prefix(PEFT_PREFIX)?
-        .replace(".default.weight", ".weight");
-    Some(if let Some(layer) = module.strip_suffix(".lora_A.weight") {
-        AdapterTensor::LoraA {
-            base: format!("{layer}.weight"),
-            b: name.replace("lora_A", "lora_B"),
+    let rest = name.strip_prefix(PEFT_PREFIX)?;
+    for factor in [Factor::A, Factor::B] {
+        // PEFT's two spellings: `lora_A.weight` and `lora_A.default.weight`.
+        for adapter_name in ["", ".default"] {
+            let suffix = format!(".{}{adapter_name}.weight", factor.part());
+            if let Some(module) = rest.strip_suffix(&suffix) {
+                let other = factor.other().part();
+                return Some(AdapterTensor::Lora {
+                    module: module.to_string(),
+                    factor,
+                    partner: format!("{PEFT_PREFIX}{module}.{other}{adapter_name}.weight"),
+                });
+            }
         }
-    } else if module.ends_with(".lora_B.weight") {
-        AdapterTensor::LoraB
-    } else {
-        AdapterTensor::Full { base: module }
+    }
+    Some(AdapterTensor::Full {
+        base: rest.to_string(),
     })
 }
 
@@ -100,20 +122,23 @@ mod tests {
         );
         assert_eq!(
             parse(&lora(m, Factor::A)),
-            Some(AdapterTensor::LoraA {
-                base: format!("{m}.weight"),
-                b: lora(m, Factor::B),
+            Some(AdapterTensor::Lora {
+                module: m.into(),
+                factor: Factor::A,
+                partner: lora(m, Factor::B),
             })
         );
-        let [_, named] = lora_candidates(m, Factor::A);
+        // PEFT's `.default` spelling pairs with the same spelling.
+        let [_, named_a] = lora_candidates(m, Factor::A);
+        let [_, named_b] = lora_candidates(m, Factor::B);
         assert_eq!(
-            parse(&named),
-            Some(AdapterTensor::LoraA {
-                base: format!("{m}.weight"),
-                b: lora_candidates(m, Factor::B)[1].clone(),
+            parse(&named_b),
+            Some(AdapterTensor::Lora {
+                module: m.into(),
+                factor: Factor::B,
+                partner: named_a,
             })
         );
-        assert_eq!(parse(&lora(m, Factor::B)), Some(AdapterTensor::LoraB));
         assert_eq!(
             parse(&full_bias("img_projection.0")),
             Some(AdapterTensor::Full {

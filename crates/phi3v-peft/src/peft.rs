@@ -7,20 +7,23 @@
 //! - `adapter_config.json`: [`PeftConfig`] (`peft_type`, `r`, `lora_alpha`,
 //!   `target_modules`, ...).
 //!
-//! The scale is `lora_alpha / r` (or `lora_alpha / sqrt(r)` with `use_rslora`).
+//! The scale is `lora_alpha / r` (or `lora_alpha / sqrt(r)` with `use_rslora`), per module
+//! when `rank_pattern` or `alpha_pattern` name it.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use phi3v_nn::{LoraAdapter, NamedLinears, Weights};
+use phi3v_nn::{LoraAdapter, NamedLinears};
 
+use crate::check::{check_adapter, BaseTensors, LoraPair};
 use crate::config::PeftConfig;
 use crate::error::PeftError;
 use crate::io::{save_tensors, to_vec, TensorMap};
 use crate::names::{self, Factor};
-use crate::targets::{in_unused_vision_layer, matches_any, vision_layer_count, AdapterPlan};
+use crate::targets::{matches_any, AdapterPlan};
 
 /// File of the adapter tensors.
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -74,61 +77,52 @@ pub fn export_peft<B: Backend, M: NamedLinears<B> + Clone>(
 /// Attaches the adapters of a PEFT directory to `model` (replacing any it has) and loads
 /// its fully trained layers. Returns the config.
 ///
+/// The adapter dir is first checked against the model's linear layers
+/// ([`check_adapter`]); nothing of the model changes unless the whole adapter passes.
+///
 /// # Errors
-/// A tensor that names no layer of the model, or whose shape does not fit its layer; both
-/// name the tensor and the file.
+/// Any failure of [`check_adapter`]: a config value that cannot work, a `target_modules`
+/// entry that selects no layer, a tensor that names no layer of the model or does not fit
+/// it or the config's rank, a missing factor, a non-finite value; each names the file and
+/// the key or tensor.
 pub fn import_peft<B: Backend, M: NamedLinears<B>>(
     model: &mut M,
     dir: &Path,
     device: &B::Device,
 ) -> Result<PeftConfig, PeftError> {
-    let config = PeftConfig::read(dir)?;
-    let path = dir.join(ADAPTER_WEIGHTS);
-    let weights = Weights::open(&path).map_err(|e| PeftError::io(&path, e))?;
-    let stored = |candidates: [String; 2]| candidates.into_iter().find(|k| weights.contains(k));
-    let mut used = Vec::new();
+    let adapter = check_adapter(dir, &BaseTensors::from_model(model))?;
+    let pairs: HashMap<&str, &LoraPair> = adapter
+        .lora
+        .iter()
+        .map(|pair| (pair.module.as_str(), pair))
+        .collect();
+    let full: HashMap<&str, &str> = adapter
+        .full
+        .iter()
+        .map(|f| (f.base.as_str(), f.name.as_str()))
+        .collect();
+    let weights = &adapter.weights;
     let mut failure = None;
-    let scale = config.scale();
     model.for_each_linear("", &mut |name, linear| {
         if failure.is_some() {
             return;
         }
         let (d_in, d_out) = linear.dims();
-        let mut load = || -> Result<(), PeftError> {
-            let bad = |tensor: &str, e: phi3v_nn::WeightsError| PeftError::tensor(&path, tensor, e);
-            let a = stored(names::lora_candidates(name, Factor::A));
-            let b = stored(names::lora_candidates(name, Factor::B));
-            if let (Some(a), Some(b)) = (a, b) {
-                let r = weights
-                    .shape(&a)
-                    .map_err(|e| bad(&a, e))?
-                    .first()
-                    .copied()
-                    .unwrap_or(0);
-                let lora_a = weights
-                    .linear_weight::<B>(&a, d_in, r, device)
-                    .map_err(|e| bad(&a, e))?;
-                let lora_b = weights
-                    .linear_weight::<B>(&b, r, d_out, device)
-                    .map_err(|e| bad(&b, e))?;
-                linear.lora = Some(LoraAdapter::from_tensors(lora_a, lora_b, scale));
-                used.extend([a, b]);
+        let mut load = || -> Result<(), phi3v_nn::WeightsError> {
+            if let Some(pair) = pairs.get(name) {
+                let lora_a = weights.linear_weight::<B>(&pair.a, d_in, pair.rank, device)?;
+                let lora_b = weights.linear_weight::<B>(&pair.b, pair.rank, d_out, device)?;
+                linear.lora = Some(LoraAdapter::from_tensors(lora_a, lora_b, pair.scale));
             }
-            let weight = names::full_weight(name);
-            if weights.contains(&weight) {
-                let w = weights
-                    .linear_weight::<B>(&weight, d_in, d_out, device)
-                    .map_err(|e| bad(&weight, e))?;
+            if let Some(weight) = full.get(format!("{name}.weight").as_str()) {
+                let w = weights.linear_weight::<B>(weight, d_in, d_out, device)?;
                 linear.weight = Param::initialized(linear.weight.id, w);
-                used.push(weight);
-                let bias = names::full_bias(name);
-                if let Some(old) = &linear.bias {
-                    let b = weights
-                        .tensor::<B, 1>(&bias, [d_out], device)
-                        .map_err(|e| bad(&bias, e))?;
-                    linear.bias = Some(Param::initialized(old.id, b));
-                    used.push(bias);
-                }
+            }
+            if let (Some(bias), Some(old)) =
+                (full.get(format!("{name}.bias").as_str()), &linear.bias)
+            {
+                let b = weights.tensor::<B, 1>(bias, [d_out], device)?;
+                linear.bias = Some(Param::initialized(old.id, b));
             }
             Ok(())
         };
@@ -136,30 +130,8 @@ pub fn import_peft<B: Backend, M: NamedLinears<B>>(
             failure = Some(e);
         }
     });
-    if let Some(e) = failure {
-        return Err(e);
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(adapter.config),
     }
-    let layers = vision_layer_count(model);
-    // Phi-3-V runs its CLIP tower to the second-to-last layer, so the weights' last
-    // layer is not part of the model here; adapters on it (PEFT puts them there) have no
-    // effect on any output and are skipped.
-    let unused: Vec<&str> = weights
-        .unused(&used)
-        .into_iter()
-        .filter(|name| !in_unused_vision_layer(name, layers))
-        .collect();
-    if let Some(first) = unused.first() {
-        return Err(PeftError::tensor(
-            &path,
-            *first,
-            format!(
-                "names no linear layer of this model ({} tensors unused); is the adapter for another architecture?",
-                unused.len()
-            ),
-        ));
-    }
-    if used.is_empty() {
-        return Err(PeftError::io(&path, "the file holds no adapter tensors"));
-    }
-    Ok(config)
 }

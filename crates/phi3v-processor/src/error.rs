@@ -25,7 +25,17 @@ pub enum ProcessorError {
         path: PathBuf,
         /// What the decoder said.
         #[source]
-        source: image::ImageError,
+        source: ImageDecodeError,
+    },
+
+    /// An image file is longer than the read limit, so it was not read (see
+    /// [`crate::image_processor::MAX_IMAGE_FILE_BYTES`]).
+    #[error("image file {path} holds more than {limit} bytes, the limit for an image file")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
     },
 
     /// An image has no pixels, so it cannot be resized.
@@ -225,4 +235,56 @@ pub enum ProcessorError {
         /// Images given.
         images: usize,
     },
+}
+
+/// Why image bytes do not decode ([`crate::image_processor::decode_image`]). The file's path is
+/// added by whoever knows it ([`ProcessorError::ImageDecode`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ImageDecodeError {
+    /// A fatal libjpeg error: the file is not a JPEG file libjpeg (and so PIL) can decode.
+    #[error("JPEG: {message}")]
+    Jpeg {
+        /// libjpeg's message, such as "Unsupported marker type 0x5a".
+        message: String,
+    },
+
+    /// A libjpeg warning, which means damaged data: a truncated file ("Premature end of JPEG
+    /// file"), corrupt entropy-coded data, extraneous bytes. libjpeg would decode on with
+    /// made-up pixels; here the file is refused (PIL refuses truncated files too).
+    #[error("damaged JPEG: {message}")]
+    JpegWarning {
+        /// libjpeg's message.
+        message: String,
+    },
+
+    /// A JPEG colour space with no conversion to RGB (for example a 2-component file, which
+    /// PIL refuses too).
+    #[error(
+        "JPEG colour space {color_space} with {components} component(s) has no conversion to RGB"
+    )]
+    JpegColorSpace {
+        /// libjpeg's name of the colour space.
+        color_space: String,
+        /// Components in the file.
+        components: usize,
+    },
+
+    /// The header claims more pixels than the limit (a decompression bomb, or a mistake);
+    /// refused before any pixel is allocated.
+    #[error(
+        "image of {width}x{height} pixels exceeds the limit of {limit} pixels \
+         (a decompression bomb?)"
+    )]
+    TooManyPixels {
+        /// Width from the header.
+        width: u32,
+        /// Height from the header.
+        height: u32,
+        /// The pixel limit in force.
+        limit: u64,
+    },
+
+    /// An error of the `image` crate (non-JPEG formats), or an unrecognised format.
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
 }

@@ -15,7 +15,10 @@
 //! - [`image_processor`]: the Phi-3-Vision "HD transform" (PIL-exact bilinear resize, white
 //!   padding to multiples of the crop size, CLIP normalisation, bicubic global view, crops),
 //!   matching the Python reference bit for bit on the `u8` stage and to float rounding on the
-//!   `f32` stage. See its module docs for the algorithm and the measured parity.
+//!   `f32` stage. See its module docs for the algorithm and the measured parity. Also the one
+//!   image decoding path of the project ([`image_processor::decode_image`],
+//!   [`image_processor::load_image`]): PIL's pixels for JPEG (libjpeg-turbo's algorithms),
+//!   damaged files refused, file size and pixel count capped.
 //! - [`config`]: [`PreprocessorConfig`], the typed `preprocessor_config.json` (reads and writes
 //!   it).
 //! - [`prompt`]: `{field}` templates, the chat format, and Python's float `repr`.
@@ -26,7 +29,8 @@
 //!   samples are reported, never truncated.
 //! - [`batch`]: padding (right for training, left for generation), masks, positions, and the
 //!   real image tiles as one `[tiles, 3, S, S]` buffer.
-//! - [`error`]: [`ProcessorError`], the crate's error type.
+//! - [`error`]: [`ProcessorError`], the crate's error type, and [`ImageDecodeError`], why image
+//!   bytes do not decode.
 //!
 //! ## Example
 //!
@@ -57,5 +61,5 @@ pub mod sample;
 pub mod tokenize;
 
 pub use config::PreprocessorConfig;
-pub use error::ProcessorError;
+pub use error::{ImageDecodeError, ProcessorError};
 pub use processor::Processor;

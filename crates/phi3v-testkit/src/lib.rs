@@ -11,6 +11,8 @@
 //!   in the released layout, its tensor list taken from the models' own naming.
 
 pub mod close;
+#[cfg(feature = "fuzz")]
+pub mod mutate;
 #[cfg(feature = "writer")]
 pub mod tiny;
 

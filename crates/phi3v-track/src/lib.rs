@@ -23,8 +23,8 @@
 //!
 //! Allowed dependencies: `serde`/`serde_json` (the JSON files), `image` (thumbnails),
 //! `base64` (images embedded in the report and in JSON), `crc32c` (TFRecord framing) and
-//! `tempfile` (whole-file replacement). It must never depend on burn or on another crate of
-//! this workspace, so it builds in seconds and can be used by any tool that reads run
+//! `phi3v-io` (whole-file replacement, the workspace's one implementation). It must never
+//! depend on burn or on another crate of this workspace but `phi3v-io`, so it builds in seconds and can be used by any tool that reads run
 //! directories. Two things stay hand-written on purpose. The few protobuf fields
 //! TensorBoard needs (see [`tensorboard`]): a protobuf crate would bring a code generator or
 //! runtime for five messages. And the SVG charts and HTML (see [`report`]): plotters' SVG
@@ -36,7 +36,6 @@
 
 mod json;
 pub mod metrics;
-mod replace;
 pub mod report;
 mod svg;
 pub mod tensorboard;

@@ -23,8 +23,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use crate::json::{base64_bytes, non_finite_f64, non_finite_points};
-use crate::replace::replace_file;
 use crate::svg::{line_chart, series_color};
+use phi3v_io::replace_file;
 
 /// Everything the report shows. Serialisable so a run can store it next to the report and
 /// re-render it later (e.g. after a styling change) without rerunning anything.
@@ -197,7 +197,8 @@ fn thumbnail_size(width: u32, height: u32, max_side: u32) -> (u32, u32) {
 /// browser refreshing the report mid-run never sees half a page.
 pub fn write_report(path: &Path, report: &ReportData) -> io::Result<()> {
     let html = render_report(report);
-    replace_file(path, |out| io::Write::write_all(out, html.as_bytes()))
+    replace_file(path, |out| io::Write::write_all(out, html.as_bytes()))?;
+    Ok(())
 }
 
 /// Escapes text for HTML element content and quoted attribute values.

@@ -37,9 +37,54 @@ pub struct Example<T: Task> {
 /// An item that could not become an example, and why (it is skipped, not fatal).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SkippedItem {
+    /// Position of the item in the list given to [`TaskData::new`], so that a caller can
+    /// find its source row (a catalogue's drop report needs the row and product code).
+    pub index: usize,
     /// Where the item came from (`catalogue row 12`).
     pub origin: String,
-    pub reason: String,
+    pub reason: SkipReason,
+}
+
+/// Why an item was skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SkipReason {
+    /// The training example is longer than the token budget. Skipped rather than cut (see
+    /// [`phi3v::processor::sample`]): one huge example (a 100 KB title) would otherwise
+    /// exhaust memory in the middle of training.
+    OverBudget {
+        /// Tokens of the example.
+        tokens: usize,
+        /// Image placeholder positions among them.
+        image_tokens: usize,
+        /// The budget.
+        max_tokens: usize,
+    },
+    /// Anything else that keeps the item from becoming an example: an image the HD
+    /// transform refuses (too elongated), a prompt that does not render.
+    Unusable(String),
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::OverBudget {
+                tokens,
+                image_tokens,
+                max_tokens,
+            } => write!(
+                f,
+                "{tokens} tokens ({image_tokens} of them image placeholders) exceed the token \
+                 budget of {max_tokens} (--max-tokens)"
+            ),
+            SkipReason::Unusable(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::fmt::Display for SkippedItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.origin, self.reason)
+    }
 }
 
 /// A set of task items with the tokenizer and processor that made them.
@@ -50,14 +95,15 @@ pub struct TaskData<T: Task> {
 }
 
 impl<T: Task> TaskData<T> {
-    /// Builds the examples of `items`, skipping (and returning) those that fail: a prompt
-    /// longer than `max_len`, an image whose size the HD transform refuses.
+    /// Builds the examples of `items`, skipping (and returning) those that fail: an example
+    /// longer than `max_tokens` (image placeholders, prompt and answer), an image whose size
+    /// the HD transform refuses.
     pub fn new(
         task: &T,
         items: Vec<T::Item>,
         tokenizer: &Phi3Tokenizer,
         processor: ImageProcessor,
-        max_len: Option<usize>,
+        max_tokens: Option<usize>,
     ) -> (Self, Vec<SkippedItem>) {
         let mut out = Vec::new();
         let mut skipped = Vec::new();
@@ -67,13 +113,14 @@ impl<T: Task> TaskData<T> {
             .iter()
             .product::<usize>()
             * 4;
-        for item in items {
+        for (index, item) in items.into_iter().enumerate() {
             let origin = item.origin();
-            match build_example(task, item, tokenizer, &processor, max_len) {
+            match build_example(task, item, tokenizer, &processor, max_tokens) {
                 Ok(i) => out.push(i),
                 Err(e) => skipped.push(SkippedItem {
+                    index,
                     origin,
-                    reason: e.to_string(),
+                    reason: skip_reason(e),
                 }),
             }
         }
@@ -172,20 +219,38 @@ fn at(item: &impl TaskItem, e: impl std::fmt::Display) -> TrainError {
     TrainError::Config(format!("{}: {e}", item.origin()))
 }
 
+/// The budget overrun that the processor reports as [`ProcessorError::SampleTooLong`] as
+/// its own reason (with the numbers, for the drop report); anything else as its message.
+fn skip_reason(error: TrainError) -> SkipReason {
+    match error {
+        TrainError::Processor(ProcessorError::SampleTooLong {
+            len,
+            max_len,
+            image_tokens,
+            ..
+        }) => SkipReason::OverBudget {
+            tokens: len,
+            image_tokens,
+            max_tokens: max_len,
+        },
+        other => SkipReason::Unusable(other.to_string()),
+    }
+}
+
 fn build_example<T: Task>(
     task: &T,
     item: T::Item,
     tokenizer: &Phi3Tokenizer,
     processor: &ImageProcessor,
-    max_len: Option<usize>,
+    max_tokens: Option<usize>,
 ) -> Result<Example<T>, TrainError> {
     let origin = item.origin();
     let image = item.image();
     let (w, h) = (image.width as usize, image.height as usize);
     let tokens = processor.config().num_image_tokens_for_size(w, h)?;
     let rendered = task.render(&item)?;
-    let example = training_example(tokenizer, &origin, &rendered, &[tokens], max_len)?;
-    let prompt = generation_example(tokenizer, &origin, &rendered.prompt, &[tokens], max_len)?;
+    let example = training_example(tokenizer, &origin, &rendered, &[tokens], max_tokens)?;
+    let prompt = generation_example(tokenizer, &origin, &rendered.prompt, &[tokens], max_tokens)?;
     let truth = task.truth(&item);
     Ok(Example {
         item,

@@ -5,9 +5,18 @@ use std::path::PathBuf;
 /// What can go wrong while fine-tuning.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// A setting that cannot work (names the setting).
+    /// A setting that cannot work (names the setting, its flag and its value).
     #[error("configuration: {0}")]
     Config(String),
+    /// The run folder cannot take this job: it holds another run (and `--resume` was not
+    /// given), or the run it holds was made from other data, another model or other
+    /// settings (and `--force` was not given), or none of its checkpoints is intact.
+    #[error("run folder {dir}: {message}")]
+    RunDir { dir: PathBuf, message: String },
+    /// A split has no example to train on or evaluate (says how many rows and products
+    /// there were and what the split did with them).
+    #[error("{0}")]
+    EmptySplit(String),
     /// A file that cannot be read or written.
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
@@ -18,13 +27,18 @@ pub enum TrainError {
         tensor: String,
         message: String,
     },
-    /// The loss became NaN or infinite; the run stopped and kept its last good checkpoint.
-    #[error("non-finite loss {loss} at step {step}: the run stopped; its last good checkpoint is {checkpoint}")]
+    /// The loss became NaN or infinite; the run stopped. `checkpoint` is the newest
+    /// checkpoint that passed verification when it stopped (what `--resume` would continue
+    /// from), or says there is none.
+    #[error("non-finite loss {loss} at step {step}: the run stopped; its newest intact checkpoint is {checkpoint}")]
     NonFinite {
         step: u64,
         loss: f64,
         checkpoint: String,
     },
+    /// An output that would clobber an input or a non-empty folder.
+    #[error(transparent)]
+    Output(#[from] phi3v_io::OutputError),
     #[error(transparent)]
     Model(#[from] phi3v::Phi3VError),
     #[error(transparent)]

@@ -99,6 +99,11 @@ pub fn generate_answers<B: AttentionBackend, T: Task>(
 }
 
 /// Validation loss, generated answers and their scores, and the table rows with thumbnails.
+///
+/// # Errors
+/// [`TrainError::EmptySplit`] when `loss_indices` or `generate_indices` is empty: a loss
+/// over no token is NaN and a score over no answer reads as perfect (MAE 0), so neither is
+/// reported as a number.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate<B: AttentionBackend, T: Task>(
     model: &Phi3V<B>,
@@ -112,6 +117,15 @@ pub fn evaluate<B: AttentionBackend, T: Task>(
     max_new_tokens: usize,
     device: &B::Device,
 ) -> Result<(EvalMetrics, Vec<EvalRow>), TrainError> {
+    if loss_indices.is_empty() || generate_indices.is_empty() {
+        return Err(TrainError::EmptySplit(format!(
+            "nothing to evaluate: {} items for the validation loss and {} for generated \
+             answers (the validation split has {} items)",
+            loss_indices.len(),
+            generate_indices.len(),
+            data.len()
+        )));
+    }
     let val_loss = validation_loss(model, data, loss_indices, batch_size, device)?;
     let texts = generate_answers(
         model,

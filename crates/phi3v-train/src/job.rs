@@ -1,10 +1,30 @@
 //! A whole fine-tuning job from a model dir, a catalogue and settings: what `phi3v train`
 //! and `phi3v eval` run once the command line has resolved its presets.
 //!
-//! It loads the catalogue, reports and skips bad rows, splits by the task's group key,
-//! loads the base model, attaches the adapters, trains with evaluation and checkpoints, and
-//! leaves the run directory complete.
+//! # Everything is checked before anything is written
+//!
+//! [`run_job`] is [`check_job`] followed by [`CheckedJob::run`]:
+//!
+//! 1. [`check_settings`]: every setting ([`JobSettings::validate`]), then the run folder: a
+//!    new run refuses a folder that holds another run ([`crate::run_dir::RUN_FILES`]). Needs
+//!    neither the model nor the data.
+//! 2. With `resume`: the folder's `job.json` is compared with this job (model, catalogue
+//!    path and content, settings; see [`crate::job_diff`] for what may change), and the
+//!    newest intact checkpoint is chosen ([`crate::checkpoint::newest_intact_checkpoint`]).
+//! 3. The model dir's processor and tokenizer are opened, the catalogue is loaded, split
+//!    and turned into examples (rows over the token budget and unusable ones are skipped
+//!    and reported), and both sides of the split must have examples.
+//! 4. [`CheckedJob::run`] loads the weights, and only then writes: `job.json` first, then
+//!    `dropped_rows.json`, then the trainer's files.
+//!
+//! So nothing is written into the run folder until the run starts, and **an `Err` from
+//! [`run_job`] while the folder holds no `job.json` (of this run: for a new run, none at
+//! all) means the run never started**: a caller that put inputs into the run folder (the
+//! command line's tiny model and sample catalogue) may remove them. A caller that wants to
+//! check before writing its own inputs calls [`check_settings`] first, and [`check_job`] once
+//! the model and the catalogue exist; errors from either leave the folder untouched.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
@@ -14,18 +34,32 @@ use phi3v::processor::tokenize::Phi3Tokenizer;
 use phi3v::ModelDir;
 use phi3v_data::catalogue::{Catalogue, CatalogueItem};
 use phi3v_data::images::{FetchConfig, ImageFetcher};
+use phi3v_data::report::{DropReason, Report};
 use phi3v_data::split::{split_by_product, SplitConfig};
 use phi3v_nn::AttentionBackend;
 use phi3v_track::EvalTable;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::TaskData;
+use crate::checkpoint::{newest_intact_checkpoint, FileDigest, ResumePoint};
+use crate::dataset::{SkipReason, SkippedItem, TaskData};
 use crate::error::TrainError;
 use crate::eval::{evaluate, EvalMetrics};
+use crate::job_diff::{compare, StoredJob};
+use crate::run_dir::existing_run_files;
 use crate::task::Task;
-use crate::trainer::{RunLabels, RunSummary, TrainConfig, Trainer};
+use crate::trainer::{require, RunLabels, RunSummary, TrainConfig, Trainer};
 
-/// A job's inputs. Stored as the run's `job.json`.
+/// Tokens one example may have at most, unless a job says otherwise: room for the largest
+/// image of the released processor (16 crops: about 2,600 placeholders) and a long prompt
+/// and answer, while one freak row (a 100 KB title) cannot exhaust memory.
+pub const DEFAULT_MAX_TOKENS: usize = 4096;
+
+fn default_max_tokens() -> usize {
+    DEFAULT_MAX_TOKENS
+}
+
+/// A job's inputs. Stored as the run's `job.json` (with the catalogue's fingerprint, see
+/// [`StoredJob`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobConfig {
     /// The base model: a model dir, or a model id in the local Hugging Face cache.
@@ -47,86 +81,305 @@ pub struct JobSettings {
     pub split: SplitConfig,
     /// Overrides the model's `num_crops` (fewer crops: fewer image tokens, faster steps).
     pub num_crops: Option<usize>,
-    /// Longest training sequence; longer examples are skipped and reported.
-    pub max_len: Option<usize>,
-    /// Continue from the run directory's newest checkpoint.
+    /// Token budget of one example (image placeholders, prompt and answer). Longer
+    /// examples are skipped, named in the log and recorded in `dropped_rows.json`, not
+    /// truncated: a cut example trains the wrong target, and one huge example can exhaust
+    /// memory mid-run. Choose it with `num_crops`: 16 crops are about 2,600 image tokens.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// Continue the run the folder holds, from its newest intact checkpoint.
+    #[serde(default)]
     pub resume: bool,
+    /// With `resume`: continue even though the folder's run was made from another model,
+    /// other data or other settings (each change is printed), or has no intact checkpoint
+    /// (then it starts over from step 0). Never deletes or overwrites another run without
+    /// `resume`.
+    #[serde(default)]
+    pub force: bool,
 }
 
-/// Runs a job on backend `B` (a plain backend: the job wraps it in autodiff).
+impl JobSettings {
+    /// Checks every setting (see [`TrainConfig::validate`] and [`SplitConfig::validate`]);
+    /// reads and writes nothing.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if self.run_dir.as_os_str().is_empty() {
+            return Err(TrainError::Config(
+                "run folder (--run-dir) must not be empty".into(),
+            ));
+        }
+        self.train.validate()?;
+        self.split.validate()?;
+        check_num_crops(self.num_crops)?;
+        require(
+            self.max_tokens >= 1,
+            "token budget (--max-tokens)",
+            ">= 1",
+            self.max_tokens,
+        )?;
+        if self.force && !self.resume {
+            return Err(TrainError::Config(
+                "--force only applies with --resume (it resumes a run despite changes); it \
+                 never overwrites another run: choose a new --run-dir for a new run"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_num_crops(num_crops: Option<usize>) -> Result<(), TrainError> {
+    match num_crops {
+        Some(n) => require(n >= 1, "crops (--num-crops)", ">= 1", n),
+        None => Ok(()),
+    }
+}
+
+/// Checks the settings and that the run folder can take the job (a new run refuses a
+/// folder holding another run), without the model or the data and without writing.
+pub fn check_settings(settings: &JobSettings) -> Result<(), TrainError> {
+    settings.validate()?;
+    let dir = &settings.run_dir;
+    let refuse = |message: String| {
+        Err(TrainError::RunDir {
+            dir: dir.clone(),
+            message,
+        })
+    };
+    if dir.exists() && !dir.is_dir() {
+        return refuse("it is not a folder".into());
+    }
+    let found = existing_run_files(dir);
+    if !settings.resume && !found.is_empty() {
+        return refuse(format!(
+            "it already holds a run ({}): pass --resume to continue it, or choose a new \
+             --run-dir",
+            found.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// A job that passed every check of [`check_job`], with its data loaded; nothing has been
+/// written yet.
+pub struct CheckedJob<T: Task> {
+    record: StoredJob,
+    data: LoadedData<T>,
+    resume_from: Option<ResumePoint>,
+}
+
+impl<T: Task> CheckedJob<T> {
+    /// The job as `job.json` will record it (with the catalogue's fingerprint).
+    pub fn record(&self) -> &StoredJob {
+        &self.record
+    }
+
+    /// The loaded, split data and the report of every row left out.
+    pub fn data(&self) -> &LoadedData<T> {
+        &self.data
+    }
+
+    /// The checkpoint a resumed run continues from (`None`: step 0).
+    pub fn resume_point(&self) -> Option<&ResumePoint> {
+        self.resume_from.as_ref()
+    }
+}
+
+/// Runs every check of a job (see the module documentation) and loads its data; writes
+/// nothing.
+pub fn check_job<T: Task<Item = CatalogueItem>>(
+    task: &T,
+    job: &JobConfig,
+) -> Result<CheckedJob<T>, TrainError> {
+    let settings = &job.settings;
+    check_settings(settings)?;
+    let fingerprint = FileDigest::of(&job.data).map_err(|e| TrainError::io(&job.data, e))?;
+    let record = StoredJob {
+        job: job.clone(),
+        data_fingerprint: Some(fingerprint),
+    };
+    let resume_from = if settings.resume {
+        check_resume(&record)?
+    } else {
+        None
+    };
+    let data = load_data(
+        task,
+        &job.model,
+        &job.data,
+        &settings.split,
+        settings.num_crops,
+        Some(settings.max_tokens),
+    )?;
+    data.require_both_sides(&job.data, &settings.split)?;
+    Ok(CheckedJob {
+        record,
+        data,
+        resume_from,
+    })
+}
+
+/// The resume checks: the folder's run must be this job's (see [`crate::job_diff`]), and
+/// it must have an intact checkpoint if it has any. Returns the checkpoint to continue
+/// from (`None`: step 0).
+fn check_resume(record: &StoredJob) -> Result<Option<ResumePoint>, TrainError> {
+    let settings = &record.job.settings;
+    let dir = &settings.run_dir;
+    let found = existing_run_files(dir);
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let refuse = |message: String| TrainError::RunDir {
+        dir: dir.clone(),
+        message,
+    };
+    let job_path = dir.join("job.json");
+    let refused: Vec<String> = if job_path.is_file() {
+        match crate::io::read_json::<StoredJob>(&job_path) {
+            Ok(old) => {
+                let (allowed, refused): (Vec<_>, Vec<_>) =
+                    compare(&old, record).into_iter().partition(|c| c.allowed);
+                if refused.is_empty() || settings.force {
+                    for c in allowed {
+                        eprintln!("resuming with a changed setting: {c}");
+                    }
+                }
+                refused.iter().map(|c| c.to_string()).collect()
+            }
+            Err(e) => vec![format!("job.json: cannot be read ({e})")],
+        }
+    } else {
+        vec![format!(
+            "job.json: missing beside {} (the run's model and data are unknown)",
+            found.join(", ")
+        )]
+    };
+    if !refused.is_empty() {
+        if !settings.force {
+            return Err(refuse(format!(
+                "the run it holds differs from this job:\n  {}\npass --force to resume it \
+                 anyway, or choose a new --run-dir",
+                refused.join("\n  ")
+            )));
+        }
+        for line in &refused {
+            eprintln!("resuming despite a change (--force): {line}");
+        }
+    }
+    let scan = newest_intact_checkpoint(&dir.join("checkpoints"), settings.train.steps);
+    for line in scan.skipped_lines() {
+        eprintln!("{line}");
+    }
+    if scan.intact.is_none() && !scan.skipped.is_empty() {
+        if !settings.force {
+            return Err(refuse(format!(
+                "no intact checkpoint to resume from:\n  {}\npass --force to start it over \
+                 from step 0, or choose a new --run-dir",
+                scan.skipped_lines().join("\n  ")
+            )));
+        }
+        eprintln!("no intact checkpoint: starting over from step 0 (--force)");
+    }
+    Ok(scan.intact)
+}
+
+/// Runs a job on backend `B` (a plain backend: the job wraps it in autodiff): [`check_job`],
+/// then [`CheckedJob::run`].
 pub fn run_job<B: AttentionBackend, T: Task<Item = CatalogueItem>>(
     task: T,
     job: &JobConfig,
     device: B::Device,
 ) -> Result<RunSummary, TrainError> {
-    run_job_on::<Autodiff<B>, T>(task, job, device)
+    check_job(&task, job)?.run::<B>(task, device)
 }
 
-/// Runs a job on the autodiff backend `B`.
-fn run_job_on<B, T>(task: T, job: &JobConfig, device: B::Device) -> Result<RunSummary, TrainError>
-where
-    B: AutodiffBackend + AttentionBackend,
-    B::InnerBackend: AttentionBackend,
-    T: Task<Item = CatalogueItem>,
-{
-    let settings = &job.settings;
-    std::fs::create_dir_all(&settings.run_dir).map_err(|e| TrainError::io(&settings.run_dir, e))?;
-    let matrix_dtype = settings.train.base_dtype.resolve::<B>(&device)?;
-    let (model_label, catalogue_path) = (job.model_label.clone(), job.data.clone());
-    let data = load_data(
-        &task,
-        &job.model,
-        &catalogue_path,
-        &settings.split,
-        settings.num_crops,
-        settings.max_len,
-        &settings.run_dir,
-    )?;
-    let (dir, tokenizer, train, val) = (data.dir, data.tokenizer, data.train, data.val);
-    let model = dir.load_model_with_matrices::<B>(&device, matrix_dtype)?;
-    let labels = RunLabels {
-        title: format!("Fine-tuning {}", model_label),
-        subtitle: format!(
-            "data {} · {} train / {} val · backend {} · base {}{}",
-            catalogue_path.display(),
-            train.len(),
-            val.len(),
-            B::name(&device),
-            if matrix_dtype.is_some() {
-                "bf16"
-            } else {
-                "f32"
-            },
-            if settings.train.recompute {
-                " · activation recomputation"
-            } else {
-                ""
-            }
-        ),
-        base_model: Some(model_label),
-    };
-    let mut trainer = Trainer::new(
-        model,
-        settings.train.clone(),
-        task,
-        train,
-        val,
-        tokenizer,
-        &settings.run_dir,
-        labels,
-        device,
-    )?;
-    crate::io::write_json(&settings.run_dir.join("job.json"), job)?;
-    if settings.resume {
-        match trainer.resume()? {
-            Some(step) => eprintln!("resuming from step {step}"),
-            None => eprintln!(
-                "no checkpoint in {}: starting from step 0",
-                settings.run_dir.display()
-            ),
-        }
+impl<T: Task<Item = CatalogueItem>> CheckedJob<T> {
+    /// Loads the weights, then writes the run folder (`job.json` first) and trains, on
+    /// backend `B` (wrapped in autodiff).
+    pub fn run<B: AttentionBackend>(
+        self,
+        task: T,
+        device: B::Device,
+    ) -> Result<RunSummary, TrainError> {
+        self.run_on::<Autodiff<B>>(task, device)
     }
-    trainer.run()
+
+    fn run_on<B>(self, task: T, device: B::Device) -> Result<RunSummary, TrainError>
+    where
+        B: AutodiffBackend + AttentionBackend,
+        B::InnerBackend: AttentionBackend,
+    {
+        let job = &self.record.job;
+        let settings = &job.settings;
+        let run_dir = &settings.run_dir;
+        let matrix_dtype = settings.train.base_dtype.resolve::<B>(&device)?;
+        let data = self.data;
+        let model = data
+            .dir
+            .load_model_with_matrices::<B>(&device, matrix_dtype)?;
+        // The run starts here: job.json is the first file written.
+        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
+        crate::io::write_json(&run_dir.join("job.json"), &self.record)?;
+        write_drop_report(&data.report, run_dir)?;
+        let labels = RunLabels {
+            title: format!("Fine-tuning {}", job.model_label),
+            subtitle: format!(
+                "data {} · {} train / {} val · backend {} · base {}{}",
+                job.data.display(),
+                data.train.len(),
+                data.val.len(),
+                B::name(&device),
+                if matrix_dtype.is_some() {
+                    "bf16"
+                } else {
+                    "f32"
+                },
+                if settings.train.recompute {
+                    " · activation recomputation"
+                } else {
+                    ""
+                }
+            ),
+            base_model: Some(job.model_label.clone()),
+        };
+        let mut trainer = Trainer::new(
+            model,
+            settings.train.clone(),
+            task,
+            data.train,
+            data.val,
+            data.tokenizer,
+            run_dir,
+            labels,
+            device,
+        )?;
+        if settings.resume {
+            trainer.resume_from(self.resume_from.as_ref())?;
+            match &self.resume_from {
+                Some(point) => eprintln!(
+                    "resuming from step {} (checkpoint {})",
+                    point.state.step,
+                    point.dir.display()
+                ),
+                None => eprintln!(
+                    "no checkpoint to resume in {}: starting from step 0",
+                    run_dir.display()
+                ),
+            }
+        }
+        trainer.run()
+    }
+}
+
+/// Writes `dropped_rows.json` into `dir` (always, so that a folder's report is this run's
+/// even when nothing was dropped) and says so in one line.
+fn write_drop_report(report: &Report, dir: &Path) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let path = dir.join("dropped_rows.json");
+    report.write_json(&path)?;
+    if !report.dropped.is_empty() {
+        eprintln!("dropped rows in {}", path.display());
+    }
+    Ok(())
 }
 
 /// A model dir with the task's data split and tokenized for it.
@@ -135,20 +388,99 @@ pub struct LoadedData<T: Task> {
     pub tokenizer: Phi3Tokenizer,
     pub train: TaskData<T>,
     pub val: TaskData<T>,
+    /// Every catalogue row that is in neither split, and why: the rows the catalogue
+    /// loader dropped and the items skipped while building examples (which are not counted
+    /// as kept).
+    pub report: Report,
+    /// What the split did, for the message of an empty side.
+    pub counts: SplitCounts,
+}
+
+/// Rows and products on each side of a split, before and after building examples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SplitCounts {
+    /// Usable rows of the catalogue and their distinct products (group keys).
+    pub rows: usize,
+    pub products: usize,
+    pub train_rows: usize,
+    pub train_products: usize,
+    pub val_rows: usize,
+    pub val_products: usize,
+    /// Rows of each side skipped while building examples.
+    pub train_skipped: usize,
+    pub val_skipped: usize,
+}
+
+impl<T: Task> LoadedData<T> {
+    /// Fails (before any training) when a side of the split has no example, saying how many
+    /// rows and products there were and where they went.
+    pub fn require_both_sides(
+        &self,
+        catalogue: &Path,
+        split: &SplitConfig,
+    ) -> Result<(), TrainError> {
+        let c = &self.counts;
+        for (side, examples, rows, products, skipped, hint) in [
+            (
+                "training",
+                self.train.len(),
+                c.train_rows,
+                c.train_products,
+                c.train_skipped,
+                "a smaller",
+            ),
+            (
+                "validation",
+                self.val.len(),
+                c.val_rows,
+                c.val_products,
+                c.val_skipped,
+                "a larger",
+            ),
+        ] {
+            if examples > 0 {
+                continue;
+            }
+            let mut message = format!(
+                "no {side} examples: {} has {} usable rows of {} products, and validation \
+                 fraction {} (--val-fraction) puts {rows} rows of {products} products on the \
+                 {side} side",
+                catalogue.display(),
+                c.rows,
+                c.products,
+                split.validation_fraction
+            );
+            if skipped > 0 {
+                message.push_str(&format!(
+                    ", all {skipped} skipped while building examples (see the skipped rows \
+                     above and dropped_rows.json)"
+                ));
+            } else if c.rows == 0 {
+                message.push_str(": the catalogue has no usable row (see its dropped rows)");
+            } else if c.products < 2 {
+                message.push_str(
+                    ": a split needs at least 2 products (distinct product codes), one per side",
+                );
+            } else {
+                message.push_str(&format!(": try {hint} --val-fraction"));
+            }
+            return Err(TrainError::EmptySplit(message));
+        }
+        Ok(())
+    }
 }
 
 /// Opens the model dir's tokenizer and processor, loads the catalogue (bad rows are
-/// reported to `report_dir/dropped_rows.json` and skipped), splits it by the task's group
-/// key and builds the examples.
-#[allow(clippy::too_many_arguments)]
+/// reported and skipped), splits it by the task's group key and builds the examples,
+/// skipping those over `max_tokens` or otherwise unusable. Prints what it left out; writes
+/// nothing (the report is in [`LoadedData::report`]).
 pub fn load_data<T: Task<Item = CatalogueItem>>(
     task: &T,
     model: &str,
     catalogue_path: &Path,
     split: &SplitConfig,
     num_crops: Option<usize>,
-    max_len: Option<usize>,
-    report_dir: &Path,
+    max_tokens: Option<usize>,
 ) -> Result<LoadedData<T>, TrainError> {
     let dir = ModelDir::resolve(model)?;
     let config = dir.config()?;
@@ -163,22 +495,40 @@ pub fn load_data<T: Task<Item = CatalogueItem>>(
         ..FetchConfig::default()
     };
     let loaded = Catalogue::open(catalogue_path)?.load(&ImageFetcher::new(fetch)?)?;
-    if !loaded.report.dropped.is_empty() {
-        std::fs::create_dir_all(report_dir).map_err(|e| TrainError::io(report_dir, e))?;
-        let path = report_dir.join("dropped_rows.json");
-        loaded.report.write_json(&path)?;
-        eprintln!(
-            "{} (details in {})",
-            loaded.report.summary(),
-            path.display()
-        );
-    }
-    let split = split_by_product(loaded.items, |i| task.group(i), split);
-    let (train, skipped_train) =
-        TaskData::new(task, split.train, &tokenizer, processor.clone(), max_len);
-    let (val, skipped_val) = TaskData::new(task, split.validation, &tokenizer, processor, max_len);
-    for s in skipped_train.iter().chain(&skipped_val) {
-        eprintln!("skipped {}: {}", s.origin, s.reason);
+    let mut report = loaded.report;
+    let products = |items: &[CatalogueItem]| {
+        items
+            .iter()
+            .map(|i| task.group(i))
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    let mut counts = SplitCounts {
+        rows: loaded.items.len(),
+        products: products(&loaded.items),
+        ..SplitCounts::default()
+    };
+    let sides = split_by_product(loaded.items, |i| task.group(i), split);
+    (counts.train_rows, counts.train_products) = (sides.train.len(), products(&sides.train));
+    (counts.val_rows, counts.val_products) = (sides.validation.len(), products(&sides.validation));
+    let mut build = |items: Vec<CatalogueItem>| -> Result<(TaskData<T>, usize), TrainError> {
+        let rows: Vec<(usize, Option<u64>, i64)> = items
+            .iter()
+            .map(|i| (i.row, i.line, i.product.product_code))
+            .collect();
+        let (data, skipped) = TaskData::new(task, items, &tokenizer, processor.clone(), max_tokens);
+        for s in &skipped {
+            eprintln!("skipped {s}");
+            let (row, line, code) = rows[s.index];
+            report.drop_kept_row(row, line, Some(code), drop_reason(s))?;
+        }
+        Ok((data, skipped.len()))
+    };
+    let (train, train_skipped) = build(sides.train)?;
+    let (val, val_skipped) = build(sides.validation)?;
+    (counts.train_skipped, counts.val_skipped) = (train_skipped, val_skipped);
+    if !report.dropped.is_empty() {
+        eprintln!("{}", report.summary());
     }
     eprintln!(
         "{} training and {} validation items from {}",
@@ -191,7 +541,24 @@ pub fn load_data<T: Task<Item = CatalogueItem>>(
         tokenizer,
         train,
         val,
+        report,
+        counts,
     })
+}
+
+/// How the drop report records an item skipped while building examples.
+fn drop_reason(skipped: &SkippedItem) -> DropReason {
+    match &skipped.reason {
+        SkipReason::OverBudget {
+            tokens, max_tokens, ..
+        } => DropReason::TooManyTokens {
+            tokens: *tokens,
+            max_tokens: *max_tokens,
+        },
+        SkipReason::Unusable(message) => DropReason::NotAnExample {
+            message: message.clone(),
+        },
+    }
 }
 
 /// What `phi3v eval` evaluates.
@@ -211,6 +578,33 @@ pub struct EvalJob {
     pub out: PathBuf,
 }
 
+impl EvalJob {
+    /// Checks every setting; reads and writes nothing. Examples are built with the
+    /// [`DEFAULT_MAX_TOKENS`] budget.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        self.split.validate()?;
+        check_num_crops(self.num_crops)?;
+        require(
+            self.samples >= 1,
+            "evaluation samples (--samples)",
+            ">= 1",
+            self.samples,
+        )?;
+        require(
+            self.batch_size >= 1,
+            "evaluation batch size",
+            ">= 1",
+            self.batch_size,
+        )?;
+        require(
+            self.max_new_tokens >= 1,
+            "generated tokens per answer (--max-new-tokens)",
+            ">= 1",
+            self.max_new_tokens,
+        )
+    }
+}
+
 /// The outcome of [`run_eval`].
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport<T: Task> {
@@ -221,20 +615,35 @@ pub struct EvalReport<T: Task> {
 }
 
 /// Evaluates a model (with an optional adapter) on the validation split of a catalogue.
+///
+/// # Errors
+/// [`TrainError::EmptySplit`] before the model loads when either side of the split has no
+/// example (the baselines are fitted on the training side; the scores need validation
+/// items): a score over zero items would read as a perfect 0.
 pub fn run_eval<B: AttentionBackend, T: Task<Item = CatalogueItem>>(
     task: T,
     job: &EvalJob,
     device: B::Device,
 ) -> Result<EvalReport<T>, TrainError> {
+    job.validate()?;
+    // The adapter is checked against the base's weight names and shapes (headers only)
+    // before the catalogue is read and the model loaded.
+    if let Some(adapter) = &job.adapter {
+        let dir = ModelDir::resolve(&job.model)?;
+        phi3v_peft::check_adapter(
+            adapter,
+            &phi3v_peft::BaseTensors::from_model_dir(&dir.path)?,
+        )?;
+    }
     let data = load_data(
         &task,
         &job.model,
         &job.data,
         &job.split,
         job.num_crops,
-        None,
-        &job.out,
+        Some(DEFAULT_MAX_TOKENS),
     )?;
+    data.require_both_sides(&job.data, &job.split)?;
     let mut model = data.dir.load_model::<B>(&device)?;
     if let Some(adapter) = &job.adapter {
         phi3v_peft::import_peft(&mut model, adapter, &device)?;
@@ -265,7 +674,7 @@ pub fn run_eval<B: AttentionBackend, T: Task<Item = CatalogueItem>>(
             summary,
         },
     };
-    std::fs::create_dir_all(&job.out).map_err(|e| TrainError::io(&job.out, e))?;
+    write_drop_report(&data.report, &job.out)?;
     crate::io::write_json(&job.out.join("eval.json"), &report)?;
     Ok(report)
 }

@@ -8,7 +8,10 @@
 //! gradient accumulation, global gradient-norm clipping, evaluation on generated answers, a
 //! NaN guard); run [`checkpoint`]s with exact resume; [`recompute`] (activation
 //! recomputation by decoder layer) and [`precision`] (a bf16 frozen base under f32
-//! adapters); and the [`run_dir`] that ties them to the tracking files.
+//! adapters); and the [`run_dir`] that ties them to the tracking files. A [`job`] checks
+//! everything (settings, the run folder, a resumed run's `job.json` and checkpoints
+//! ([`job_diff`], [`checkpoint`]), the data and both sides of its split) before it writes
+//! anything.
 //!
 //! May depend on: `phi3v` (the model and the input processor), `phi3v-data` (catalogues),
 //! `phi3v-peft` (which layers are adapted, the PEFT export), `phi3v-track` (metrics and the
@@ -20,6 +23,7 @@ pub mod error;
 pub mod eval;
 pub mod io;
 pub mod job;
+pub mod job_diff;
 pub mod optim;
 pub mod params;
 pub mod precision;
@@ -34,4 +38,4 @@ pub use optim::{AdamW, AdamWConfig, Schedule, ScheduleKind};
 pub use precision::BaseDtype;
 pub use task::{Baseline, Score, Task, TaskItem};
 pub use tasks::BurberryTask;
-pub use trainer::{TrainConfig, Trainer};
+pub use trainer::{RunSummary, TrainConfig, Trainer};

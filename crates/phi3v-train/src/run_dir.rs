@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! run/
+//!   job.json             the job (model, data and its fingerprint, settings): written first
+//!   dropped_rows.json    catalogue rows not trained on, and why
 //!   config.json          the resolved training configuration
 //!   metrics.jsonl        step, time, split, name, value: one line per logged number
 //!   evals/step-N.json    each evaluation's table (thumbnail, truth, generated, field cells)
@@ -11,6 +13,11 @@
 //!   summary.json         final metrics against the baselines, stop reason, timings
 //!   report.html          a self-contained report
 //! ```
+//!
+//! A folder holds one run: a new run refuses a folder with any of [`RUN_FILES`] in it
+//! (see [`existing_run_files`]), and a resumed one must match the `job.json` it finds
+//! (`crate::job`). Other files (the command line's `base-model/` and `sample-data/`) are
+//! inputs, not a run.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +27,25 @@ use phi3v_track::{
     read_metrics, truncate_after, write_report, Comparison, EvalTable, EventWriter, MetricsLog,
     ReportData, Series,
 };
+
+/// What a run writes into its folder, any of which marks the folder as holding a run.
+pub const RUN_FILES: [&str; 7] = [
+    "job.json",
+    "config.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "adapter",
+    "summary.json",
+    "report.html",
+];
+
+/// The [`RUN_FILES`] present in `root` (none when it does not exist).
+pub fn existing_run_files(root: &Path) -> Vec<&'static str> {
+    RUN_FILES
+        .into_iter()
+        .filter(|name| root.join(name).exists())
+        .collect()
+}
 
 /// Paths of a run directory and its open logs.
 pub struct RunDir {
@@ -109,17 +135,26 @@ impl RunDir {
         Ok(())
     }
 
-    /// Drops logged metrics past `step` (a resumed run redoes them).
+    /// Drops logged metrics and evaluation tables past `step` (a resumed run redoes those
+    /// steps, maybe with another evaluation interval, so a table left there would show an
+    /// evaluation that the resumed run never made).
     pub fn truncate_metrics_after(&mut self, step: u64) -> Result<(), TrainError> {
         let path = self.metrics.path().to_path_buf();
         truncate_after(&path, step).map_err(|e| TrainError::io(&path, e))?;
         self.metrics = MetricsLog::open(&path).map_err(|e| TrainError::io(&path, e))?;
-        // Evaluation tables of the redone steps are rewritten as they come.
+        for table in self.eval_table_paths()? {
+            let table_step = table
+                .file_stem()
+                .and_then(|n| n.to_str()?.strip_prefix("step-")?.parse::<u64>().ok());
+            if table_step.is_some_and(|s| s > step) {
+                std::fs::remove_file(&table).map_err(|e| TrainError::io(&table, e))?;
+            }
+        }
         Ok(())
     }
 
-    /// Reads back the evaluation tables, oldest first.
-    pub fn eval_tables(&self) -> Result<Vec<EvalTable>, TrainError> {
+    /// The evaluation tables' files, oldest first.
+    fn eval_table_paths(&self) -> Result<Vec<PathBuf>, TrainError> {
         let dir = self.root.join("evals");
         let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| TrainError::io(&dir, e))?
@@ -127,7 +162,13 @@ impl RunDir {
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
         paths.sort();
-        Ok(paths
+        Ok(paths)
+    }
+
+    /// Reads back the evaluation tables, oldest first.
+    pub fn eval_tables(&self) -> Result<Vec<EvalTable>, TrainError> {
+        Ok(self
+            .eval_table_paths()?
             .iter()
             .map(|p| read_json(p))
             .collect::<Result<_, _>>()?)

@@ -23,7 +23,8 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
-    latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, TrainState,
+    load_checkpoint, newest_intact_checkpoint, prune_checkpoints, save_checkpoint, ResumePoint,
+    TrainState,
 };
 use crate::dataset::TaskData;
 use crate::error::TrainError;
@@ -121,24 +122,135 @@ impl TrainConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), TrainError> {
-        let bad = |m: &str| Err(TrainError::Config(m.to_string()));
-        if self.batch_size == 0 || self.grad_accum == 0 {
-            return bad("batch_size and grad_accum must be at least 1");
-        }
-        if self.steps == 0 {
-            return bad("steps must be at least 1");
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate >= 0.0) {
-            return bad("learning_rate must be a finite non-negative number");
+    /// Checks every setting before anything is loaded or written, so that a value that
+    /// cannot train fails in a moment with its name, its `phi3v train` flag and its value,
+    /// instead of as a NaN loss (or a panic) after the model and the data have loaded.
+    ///
+    /// `eval_every` and `checkpoint_every` may be 0 (only at the end), and
+    /// `val_loss_samples` 0 (the whole validation split); everything else that counts must
+    /// be at least 1, every real number finite, and the warmup must end within the run.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        self.plan.lora.validate().map_err(TrainError::Config)?;
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        let non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        let unit = |x: f64| x.is_finite() && (0.0..1.0).contains(&x);
+        let at_least_1 = ">= 1";
+        require(
+            positive(self.learning_rate),
+            "learning rate (--lr)",
+            "a finite number > 0",
+            self.learning_rate,
+        )?;
+        require(self.steps >= 1, "steps (--steps)", at_least_1, self.steps)?;
+        require(
+            self.warmup_steps <= self.steps,
+            "warmup steps (--warmup-steps)",
+            &format!("at most the run's {} steps (--steps)", self.steps),
+            self.warmup_steps,
+        )?;
+        require(
+            self.batch_size >= 1,
+            "batch size (--batch-size)",
+            at_least_1,
+            self.batch_size,
+        )?;
+        require(
+            self.grad_accum >= 1,
+            "gradient accumulation (--grad-accum)",
+            at_least_1,
+            self.grad_accum,
+        )?;
+        require(
+            non_negative(self.max_grad_norm),
+            "gradient-norm clip (--max-grad-norm)",
+            "a finite number >= 0 (0 disables clipping)",
+            self.max_grad_norm,
+        )?;
+        require(
+            self.log_every >= 1,
+            "logging interval (--log-every)",
+            at_least_1,
+            self.log_every,
+        )?;
+        require(
+            self.eval_samples >= 1,
+            "evaluation samples (--eval-samples)",
+            at_least_1,
+            self.eval_samples,
+        )?;
+        require(
+            self.eval_batch_size >= 1,
+            "evaluation batch size (eval_batch_size)",
+            at_least_1,
+            self.eval_batch_size,
+        )?;
+        require(
+            self.max_new_tokens >= 1,
+            "generated tokens per answer (max_new_tokens)",
+            at_least_1,
+            self.max_new_tokens,
+        )?;
+        require(
+            self.keep_last >= 1,
+            "kept checkpoints (--keep-last)",
+            ">= 1 (the newest checkpoint is what --resume continues from)",
+            self.keep_last,
+        )?;
+        let o = &self.optimizer;
+        require(
+            unit(o.beta1),
+            "AdamW beta1 (optimizer.beta1)",
+            "in [0, 1)",
+            o.beta1,
+        )?;
+        require(
+            unit(o.beta2),
+            "AdamW beta2 (optimizer.beta2)",
+            "in [0, 1)",
+            o.beta2,
+        )?;
+        require(
+            positive(o.eps),
+            "AdamW eps (optimizer.eps)",
+            "a finite number > 0",
+            o.eps,
+        )?;
+        require(
+            non_negative(o.weight_decay),
+            "AdamW weight decay (optimizer.weight_decay)",
+            "a finite number >= 0",
+            o.weight_decay,
+        )?;
+        if self.plan.targets.is_empty() && self.plan.full.is_empty() {
+            return Err(TrainError::Config(
+                "nothing to train: the adapter plan has no target and no fully trained layer"
+                    .into(),
+            ));
         }
         if self.recompute && self.plan.lora.dropout > 0.0 {
-            return bad(
-                "activation recomputation needs lora dropout 0 (the recomputed forward \
-                 pass would draw other dropout masks)",
-            );
+            return Err(TrainError::Config(format!(
+                "activation recomputation (--recompute) needs lora dropout (--lora-dropout) 0, \
+                 got {}: the recomputed forward pass would draw other dropout masks",
+                self.plan.lora.dropout
+            )));
         }
         Ok(())
+    }
+}
+
+/// `Ok` if `ok`, else the error `{setting} must be {expected}, got {value}`.
+pub(crate) fn require(
+    ok: bool,
+    setting: &str,
+    expected: &str,
+    value: impl std::fmt::Display,
+) -> Result<(), TrainError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(TrainError::Config(format!(
+            "{setting} must be {expected}, got {value}"
+        )))
     }
 }
 
@@ -209,10 +321,12 @@ where
         device: B::Device,
     ) -> Result<Self, TrainError> {
         config.validate()?;
-        if train.is_empty() {
-            return Err(TrainError::Config(
-                "the training split has no usable item".into(),
-            ));
+        for (data, side) in [(&train, "training"), (&val, "validation")] {
+            if data.is_empty() {
+                return Err(TrainError::EmptySplit(format!(
+                    "the {side} split has no usable item"
+                )));
+            }
         }
         let mut model = burn::module::Module::no_grad(model);
         B::seed(&device, config.seed);
@@ -238,14 +352,42 @@ where
         })
     }
 
-    /// Continues from the newest checkpoint of the run directory, if there is one.
-    /// Returns its step.
+    /// Continues from the newest intact checkpoint of the run directory (see
+    /// [`newest_intact_checkpoint`]), printing each newer one it skips and why. Returns its
+    /// step; `None` when the run has no checkpoint (it starts from step 0, and what the
+    /// folder logged before is dropped).
+    ///
+    /// # Errors
+    /// [`TrainError::RunDir`] when there are checkpoints but none is intact: starting over
+    /// would silently throw the run away (the job's `force` does that on purpose, through
+    /// [`Trainer::resume_from`]).
     pub fn resume(&mut self) -> Result<Option<u64>, TrainError> {
-        let Some(dir) = latest_checkpoint(&self.run.checkpoints()) else {
+        let scan = newest_intact_checkpoint(&self.run.checkpoints(), self.config.steps);
+        for line in scan.skipped_lines() {
+            eprintln!("{line}");
+        }
+        if scan.intact.is_none() && !scan.skipped.is_empty() {
+            return Err(TrainError::RunDir {
+                dir: self.run.root.clone(),
+                message: format!(
+                    "no intact checkpoint to resume from ({})",
+                    scan.skipped_lines().join("; ")
+                ),
+            });
+        }
+        self.resume_from(scan.intact.as_ref())
+    }
+
+    /// Continues from `point` (a checkpoint [`newest_intact_checkpoint`] verified), or from
+    /// step 0 without one; drops what the folder logged after that step, since the run
+    /// redoes it. Returns the step, `None` for step 0.
+    pub fn resume_from(&mut self, point: Option<&ResumePoint>) -> Result<Option<u64>, TrainError> {
+        let Some(point) = point else {
+            self.run.truncate_metrics_after(0)?;
             return Ok(None);
         };
         self.state = load_checkpoint(
-            &dir,
+            &point.dir,
             &mut self.model,
             &self.config.plan.full,
             &mut self.optimizer,
@@ -394,13 +536,16 @@ where
         })
     }
 
+    /// The NaN guard's error, naming the checkpoint a `--resume` would continue from: the
+    /// newest one that passes verification, not merely the newest folder.
     fn non_finite(&self, value: f64) -> TrainError {
+        let scan = newest_intact_checkpoint(&self.run.checkpoints(), self.config.steps);
         TrainError::NonFinite {
             step: self.state.step + 1,
             loss: value,
-            checkpoint: latest_checkpoint(&self.run.checkpoints()).map_or_else(
-                || "none (no checkpoint was written yet)".into(),
-                |p| p.display().to_string(),
+            checkpoint: scan.intact.map_or_else(
+                || "none (no intact checkpoint was written)".into(),
+                |p| p.dir.display().to_string(),
             ),
         }
     }

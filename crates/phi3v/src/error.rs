@@ -5,6 +5,17 @@
 pub enum Phi3VError {
     #[error("invalid config: {0}")]
     Config(String),
+    /// A local path (or a name that looks like one) that does not exist. Never sent to the
+    /// hub, whose "download failed" would hide the typo.
+    #[error("no such model dir: {}", path.display())]
+    NoSuchModelDir { path: std::path::PathBuf },
+    /// A path that exists but cannot be a model dir: a file, or a folder lacking files a
+    /// model needs (listed all at once).
+    #[error("{} is not a model dir: {reason}", path.display())]
+    NotAModelDir {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error(transparent)]
     Weights(#[from] phi3v_nn::WeightsError),
     #[error(transparent)]

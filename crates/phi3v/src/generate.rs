@@ -20,6 +20,7 @@ pub fn generate<B: AttentionBackend>(
     options: &GenerateOptions,
     on_token: impl FnMut(u32),
 ) -> Result<Vec<u32>, Phi3VError> {
+    options.decoding.validate()?;
     let device = model.decoder.embed_tokens.device();
     let ids = Tensor::<B, 2, Int>::from_data(
         TensorData::new(prompt.to_vec(), [1, prompt.len()]),
@@ -44,6 +45,7 @@ pub fn generate_batch<B: AttentionBackend>(
     options: &GenerateOptions,
     pad_id: u32,
 ) -> Result<Vec<Vec<u32>>, Phi3VError> {
+    options.decoding.validate()?;
     let rows = prompts.len();
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
     if rows == 0 || width == 0 {

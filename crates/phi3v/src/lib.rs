@@ -11,7 +11,8 @@
 //!   image tokens over the `<|image_N|>` placeholders and runs the decoder.
 //! - [`ModelDir`]: `config.json` (`phi3_v` or plain `phi3`, typed as [`ConfigJson`]),
 //!   `preprocessor_config.json` ([`processor::PreprocessorConfig`]), `tokenizer.json`,
-//!   safetensors single or sharded; model ids through the local hub cache (`hub` feature).
+//!   safetensors single or sharded, checked to be all there before use; model ids through
+//!   the local hub cache (`hub` feature), never a mistyped local path.
 //! - [`inputs`]: the processor's output ([`processor::Processor`] for one prompt, collated
 //!   batches for training) as tensors.
 

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::FloatDType;
+use phi3v_nn::weights::{INDEX_FILE, SINGLE_FILE};
 use phi3v_nn::{Weights, WeightsView};
 use phi3v_processor::config::PREPROCESSOR_CONFIG_FILE;
 use phi3v_processor::image_processor::{ImageProcessor, ProcessorConfig};
 use phi3v_processor::tokenize::Phi3Tokenizer;
-use phi3v_processor::{PreprocessorConfig, Processor};
+use phi3v_processor::{PreprocessorConfig, Processor, ProcessorError};
 
-use crate::config::Phi3VConfig;
+use crate::config::{Phi3VConfig, CONFIG_FILE};
 use crate::error::Phi3VError;
 use crate::model::{Phi3V, VISION_PATH};
 
@@ -21,42 +22,97 @@ pub struct ModelDir {
     pub path: PathBuf,
 }
 
+/// The tokenizer's file in a model dir.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
 impl ModelDir {
-    /// A local folder, or a Hugging Face model id (`owner/name`).
+    /// A local folder, or a Hugging Face model id (`owner/name`), checked to hold a whole
+    /// model ([`Self::check_files`]).
     ///
-    /// A name that is a folder is used as is; a path-like name (`/..`, `./..`, `../..`) that
-    /// is not a folder fails here and is never sent to the hub. Other names are model ids:
-    /// with the `hub` cargo feature they resolve through the Hugging Face cache layout
-    /// (`$HF_HOME/hub`, by default `~/.cache/huggingface/hub`) with the hf-hub crate, a
-    /// complete snapshot there being used offline, otherwise the files downloaded into it
-    /// unless `HF_HUB_OFFLINE` is set; without the feature they fail, saying so.
+    /// A name that exists on disk is a local path. So is a name that looks like one
+    /// ([`looks_like_a_path`]: `./m`, `/m`, `~/m`, `a/b/c`, `runs/m` when `runs` is a local
+    /// folder): when it does not exist the error is "no such model dir", and the name is
+    /// never sent to the hub, where a mistyped local path would only fail as a download.
+    /// Other names are model ids: with the `hub` cargo feature they resolve through the
+    /// Hugging Face cache layout (`$HF_HOME/hub`, by default `~/.cache/huggingface/hub`)
+    /// with the hf-hub crate, a complete snapshot there being used offline, otherwise the
+    /// files downloaded into it unless `HF_HUB_OFFLINE` is set; without the feature they
+    /// fail, saying so.
     pub fn resolve(name: &str) -> Result<Self, Phi3VError> {
         let path = Path::new(name);
-        if path.is_dir() {
-            return Ok(Self {
+        let dir = if path.exists() {
+            if !path.is_dir() {
+                return Err(Phi3VError::NotAModelDir {
+                    path: path.to_path_buf(),
+                    reason: "it is a file, not a folder".into(),
+                });
+            }
+            Self {
+                path: path.to_path_buf(),
+            }
+        } else if looks_like_a_path(name) {
+            return Err(Phi3VError::NoSuchModelDir {
                 path: path.to_path_buf(),
             });
+        } else {
+            resolve_model_id(name)?
+        };
+        dir.check_files()?;
+        Ok(dir)
+    }
+
+    /// Checks that the folder holds what loading a model and its processor reads:
+    /// `config.json`, `tokenizer.json`, `preprocessor_config.json` (unless `config.json` says
+    /// the model is a text-only `phi3`), and weights (`model.safetensors`, or
+    /// `model.safetensors.index.json`, whose shards the loader checks).
+    ///
+    /// # Errors
+    /// [`Phi3VError::NotAModelDir`] listing every missing file at once.
+    pub fn check_files(&self) -> Result<(), Phi3VError> {
+        let has = |file: &str| self.path.join(file).is_file();
+        let mut missing: Vec<String> = [CONFIG_FILE, TOKENIZER_FILE]
+            .into_iter()
+            .filter(|f| !has(f))
+            .map(String::from)
+            .collect();
+        if self.has_vision() && !has(PREPROCESSOR_CONFIG_FILE) {
+            missing.push(PREPROCESSOR_CONFIG_FILE.into());
         }
-        if !name.contains('/') || name.starts_with('/') || name.starts_with('.') {
-            return Err(Phi3VError::Config(format!(
-                "`{name}` is neither a folder nor a model id (owner/name): no such folder"
-            )));
+        if !has(SINGLE_FILE) && !has(INDEX_FILE) {
+            missing.push(format!("weights ({SINGLE_FILE} or {INDEX_FILE})"));
         }
-        resolve_model_id(name)
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Phi3VError::NotAModelDir {
+            path: self.path.clone(),
+            reason: format!("missing {}", missing.join(", ")),
+        })
+    }
+
+    /// Whether the model has a vision path, as far as `config.json` tells without being
+    /// checked (that is [`Self::config`]'s job): every model but a readable `phi3` one.
+    fn has_vision(&self) -> bool {
+        let model_type = std::fs::read_to_string(self.path.join(CONFIG_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|json| json.get("model_type")?.as_str().map(String::from));
+        model_type.as_deref() != Some("phi3")
     }
 
     pub fn config(&self) -> Result<Phi3VConfig, Phi3VError> {
-        Phi3VConfig::from_file(self.path.join(crate::config::CONFIG_FILE))
+        Phi3VConfig::from_file(self.path.join(CONFIG_FILE))
     }
 
-    /// The model dir's `preprocessor_config.json`; the released model's values when the
-    /// file is absent.
+    /// The model dir's `preprocessor_config.json`. A missing file is an error naming it: the
+    /// released model's values silently used for a model trained with others (another
+    /// `num_crops`, mean or std) would change every image's tokens.
     pub fn preprocessor_config(&self) -> Result<PreprocessorConfig, Phi3VError> {
-        let path = self.path.join(PREPROCESSOR_CONFIG_FILE);
-        if !path.is_file() {
-            return Ok(PreprocessorConfig::default());
-        }
-        PreprocessorConfig::read(&path).map_err(|e| Phi3VError::Config(e.to_string()))
+        Ok(PreprocessorConfig::read(self.preprocessor_config_path())?)
+    }
+
+    pub fn preprocessor_config_path(&self) -> PathBuf {
+        self.path.join(PREPROCESSOR_CONFIG_FILE)
     }
 
     /// The image processor settings: `preprocessor_config.json` (num_crops, mean, std) with
@@ -71,7 +127,12 @@ impl ModelDir {
             vision.clip.image_size,
             vision.clip.patch_size,
         );
-        processor.validate()?;
+        // The crop size was checked with config.json; what is left to fail (num_crops, mean,
+        // std) comes from the preprocessor config, so the error names that file.
+        processor.validate().map_err(|e| ProcessorError::InFile {
+            path: self.preprocessor_config_path(),
+            source: Box::new(e),
+        })?;
         Ok(processor)
     }
 
@@ -87,7 +148,7 @@ impl ModelDir {
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
-        self.path.join("tokenizer.json")
+        self.path.join(TOKENIZER_FILE)
     }
 
     /// Loads the model with the backend's float type.
@@ -125,6 +186,31 @@ pub fn load_model<B: Backend>(
     Phi3V::new(WeightsView::load(weights), config, device)
 }
 
+/// Whether `name` is meant as a local path rather than a Hugging Face model id
+/// (`owner/name`, each part letters, digits, `-`, `_` and `.`, not starting or ending with
+/// `-` or `.`, without `--` or `..`, at most 96 characters, as the hub allows them).
+///
+/// A path: it starts with `.`, `/` or `~`; it holds a `\` or a `:`, or more or fewer than
+/// one `/`; a part is no valid id part; or its first part is a local folder (`runs/merged`
+/// beside a `runs` folder is a mistyped path, not the model `merged` of a user `runs`).
+pub fn looks_like_a_path(name: &str) -> bool {
+    let id_part = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 96
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !part.starts_with(['-', '.'])
+            && !part.ends_with(['-', '.'])
+            && !part.contains("--")
+            && !part.contains("..")
+    };
+    match name.split_once('/') {
+        Some((owner, repo)) => !id_part(owner) || !id_part(repo) || Path::new(owner).is_dir(),
+        None => true,
+    }
+}
+
 /// A model id through the Hugging Face cache, downloading what is missing.
 #[cfg(feature = "hub")]
 fn resolve_model_id(name: &str) -> Result<ModelDir, Phi3VError> {
@@ -158,8 +244,8 @@ fn resolve_model_id(name: &str) -> Result<ModelDir, Phi3VError> {
 #[cfg(not(feature = "hub"))]
 fn resolve_model_id(name: &str) -> Result<ModelDir, Phi3VError> {
     Err(Phi3VError::Config(format!(
-        "`{name}` is not a folder, and Hugging Face model ids need the `hub` cargo feature of \
-         the phi3v crate, which is off in this build"
+        "no such model dir: {name}; read as a Hugging Face model id, it needs the `hub` cargo \
+         feature of the phi3v crate, which is off in this build"
     )))
 }
 
@@ -201,13 +287,26 @@ mod tests {
             "./no/such",
             "../no/such",
             "no-such-folder",
+            "~/models/phi3v",
+            "runs/a/merged",
+            "C:\\models\\phi3v",
+            "owner/-name",
+            "owner/na..me",
         ] {
+            assert!(looks_like_a_path(name), "{name}");
             let err = ModelDir::resolve(name).unwrap_err().to_string();
-            assert!(
-                err.contains(name) && err.contains("no such folder"),
-                "{err}"
-            );
+            assert_eq!(err, format!("no such model dir: {name}"));
         }
+        for id in [
+            "microsoft/Phi-3-vision-128k-instruct",
+            "a/b",
+            "user_1/model.v2",
+        ] {
+            assert!(!looks_like_a_path(id), "{id}");
+        }
+        // `src/x` names a subfolder of the local `src` (the crate's, where the tests run).
+        assert!(Path::new("src").is_dir());
+        assert!(looks_like_a_path("src/no-such-model"));
     }
 
     #[cfg(not(feature = "hub"))]
@@ -234,7 +333,12 @@ mod tests {
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::create_dir_all(&snapshot).unwrap();
         std::fs::write(repo.join("refs/main"), "abc123").unwrap();
-        for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+        for file in [
+            "config.json",
+            "tokenizer.json",
+            "preprocessor_config.json",
+            "model.safetensors",
+        ] {
             std::fs::write(snapshot.join(file), "{}").unwrap();
         }
         std::env::set_var("HF_HOME", home.path());

@@ -1,7 +1,6 @@
 //! `phi3v generate`: image-conditioned generation, streamed to the terminal.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use phi3_decoder::GenerateOptions;
@@ -14,7 +13,8 @@ use super::session::Session;
 pub struct Request {
     pub model: String,
     pub prompt: String,
-    pub images: Vec<PathBuf>,
+    /// `--image` values: paths or URLs.
+    pub images: Vec<String>,
     pub options: GenerateOptions,
     pub print_ids: bool,
 }
@@ -37,9 +37,12 @@ pub fn chat_text(prompt: &str, images: usize) -> String {
 }
 
 pub fn run<B: AttentionBackend>(request: Request, device: B::Device) -> Result<(), Phi3VError> {
+    // Everything that can be refused is checked before the model is loaded.
+    request.options.decoding.validate()?;
+    let images = super::images::resolve(&request.images).map_err(Phi3VError::Input)?;
     let session = Session::<B>::load(&request.model, device)?;
-    let text = chat_text(&request.prompt, request.images.len());
-    let inputs = session.inputs(&text, &request.images)?;
+    let text = chat_text(&request.prompt, images.len());
+    let inputs = session.inputs(&text, &images)?;
     let start = Instant::now();
     let mut ids: Vec<u32> = Vec::new();
     let mut printed = 0;

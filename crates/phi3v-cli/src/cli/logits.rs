@@ -2,18 +2,28 @@
 //! the Python reference.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::error::Error;
+use std::path::Path;
 
 use burn::backend::Flex;
 use phi3_decoder::ForwardOptions;
 use phi3v::Phi3VError;
+use phi3v_io::{check_disjoint, Role};
 use safetensors::tensor::{Dtype, TensorView};
 
 use super::session::Session;
 
-pub fn run(model: &str, prompt: &str, images: &[PathBuf], out: &Path) -> Result<(), Phi3VError> {
+pub fn run(
+    model: &str,
+    prompt: &str,
+    images: &[String],
+    out: &Path,
+    overwrite: bool,
+) -> Result<(), Box<dyn Error>> {
+    let images = super::images::resolve(images).map_err(Phi3VError::Input)?;
+    check_output(model, &images, out, overwrite)?;
     let session = Session::<Flex>::load(model, Default::default())?;
-    let inputs = session.inputs(prompt, images)?;
+    let inputs = session.inputs(prompt, &images)?;
     let n = inputs.ids.len();
     let logits = session.model.forward(
         inputs.tensors.input_ids,
@@ -38,9 +48,38 @@ pub fn run(model: &str, prompt: &str, images: &[PathBuf], out: &Path) -> Result<
         ),
     ];
     let metadata = HashMap::from([("prompt".to_string(), prompt.to_string())]);
-    safetensors::serialize_to_file(tensors, Some(metadata), out)
-        .map_err(|e| Phi3VError::Other(format!("writing {}: {e}", out.display())))?;
+    phi3v_io::write_atomic(out, |tmp| {
+        safetensors::serialize_to_file(tensors, Some(metadata), tmp)
+            .map_err(|e| Box::<dyn Error>::from(format!("writing {}: {e}", out.display())))
+    })?;
     eprintln!("wrote {} ({n} tokens x {vocab} logits)", out.display());
+    Ok(())
+}
+
+/// Refuses an `--out` that would replace the model's files or an image, or an existing file
+/// without `--overwrite`, before the model is loaded.
+fn check_output(
+    model: &str,
+    images: &[std::path::PathBuf],
+    out: &Path,
+    overwrite: bool,
+) -> Result<(), Box<dyn Error>> {
+    let model_path = Path::new(model);
+    let mut inputs: Vec<Role<'_>> = images.iter().map(|p| Role::new("--image", p)).collect();
+    if model_path.exists() {
+        inputs.push(Role::new("--model", model_path));
+    }
+    check_disjoint(Role::new("--out", out), &inputs)?;
+    if out.is_dir() {
+        return Err(format!("--out {} is a folder; give a file name", out.display()).into());
+    }
+    if out.exists() && !overwrite {
+        return Err(format!(
+            "--out {} exists: pass --overwrite to replace it, or choose another file",
+            out.display()
+        )
+        .into());
+    }
     Ok(())
 }
 

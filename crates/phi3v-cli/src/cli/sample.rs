@@ -11,6 +11,8 @@ pub struct Options {
     pub rows: usize,
     pub seed: u64,
     pub out: PathBuf,
+    /// Replace a non-empty `out` whole.
+    pub overwrite: bool,
     pub faults: f64,
     pub image_size: u32,
     pub format: SampleImageFormat,
@@ -21,6 +23,7 @@ pub fn run(o: Options) -> Result<(), DataError> {
         rows: o.rows,
         seed: o.seed,
         out_dir: o.out,
+        overwrite: o.overwrite,
         faults: o.faults,
         image_size: o.image_size,
         image_format: o.format,

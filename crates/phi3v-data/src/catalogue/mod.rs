@@ -16,10 +16,30 @@
 //! # Loading
 //!
 //! [`Catalogue::load`] turns the rows into usable [`CatalogueItem`]s: it checks each row
-//! (title, price, image), fetches images (URLs through the
+//! (title, category, price within [`LoadOptions`], image), fetches images (URLs through the
 //! [`ImageFetcher`](crate::images::ImageFetcher) and its cache, local files, embedded bytes),
 //! decodes each image once, drops duplicate product codes (keeping the first usable row), and
-//! records every dropped row and why in a [`Report`](crate::report::Report).
+//! records every dropped row and why in a [`Report`](crate::report::Report). Each dropped
+//! row's message starts with where a person finds the row: `line N` of a CSV or JSONL file
+//! (CSV lines counted with CRLF, CR or LF line ends and with the lines inside quoted fields),
+//! `row N` (0-based) of a parquet file; and a reason about a cell names its column.
+//!
+//! # Hostile files
+//!
+//! A catalogue may come from anywhere, so what it can make the loader do is bounded:
+//!
+//! - values: prices must be finite, above 0 and at most [`LoadOptions::max_price`]; a mapped
+//!   category must not be empty; a cell of the wrong type (a JSON `true` or array in the price
+//!   column) drops its row, while a parquet column of the wrong type (a boolean price column)
+//!   is an error of the file, naming the column and its type, since every row would fail;
+//!   a text cell over [`MAX_FIELD_BYTES`] drops its row;
+//! - sizes: a JSONL line over [`MAX_ROW_BYTES`] is dropped unread past that length, and a
+//!   CSV record over it (usually a quote left open) is an error of the file; images are read under
+//!   [`FetchConfig::max_bytes`](crate::images::FetchConfig::max_bytes), and only regular files;
+//! - paths: an image file outside the catalogue's folder (an absolute path elsewhere, a `..`
+//!   escape, a symbolic link resolving outside) drops its row unless
+//!   [`LoadOptions::allow_outside_paths`] is set, so a downloaded catalogue cannot make a
+//!   training run read (and later show or upload) arbitrary files of the machine.
 //!
 //! # Images
 //!
@@ -54,10 +74,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{CatalogueItem, LoadedCatalogue};
+pub use load::{CatalogueItem, LoadOptions, LoadedCatalogue, DEFAULT_MAX_PRICE};
 pub use mapping::ColumnMapping;
 pub use parquet_io::{burberry_arrow_schema, write_parquet};
 pub use product::{ColumnType, Product, BURBERRY_SCHEMA};
+pub use value::{MAX_FIELD_BYTES, MAX_ROW_BYTES};
 
 use crate::report::DropReason;
 use crate::DataError;
@@ -97,7 +118,8 @@ pub enum ImageSource {
         /// The `path` of a Hugging Face image struct (informational).
         path: Option<String>,
     },
-    /// A local file (already resolved against the catalogue's folder).
+    /// A local file (relative paths already resolved against the catalogue's folder; not yet
+    /// checked to be inside it: [`Catalogue::load`] does that).
     File(PathBuf),
     /// An `http` or `https` URL.
     Url(String),
@@ -125,6 +147,10 @@ impl ImageSource {
 pub struct CatalogueRow {
     /// 0-based index of the row in the file (data rows, in file order).
     pub index: usize,
+    /// 1-based line of the file where the row starts (CSV, JSONL); `None` for parquet, whose
+    /// rows are found by `index`. CSV lines count CRLF, CR and LF line ends alike, and the
+    /// line ends inside quoted fields.
+    pub line: Option<u64>,
     /// The row's values (defaults where the file has no value).
     pub product: Product,
     /// The product code, when the row has a readable one.
@@ -139,6 +165,14 @@ pub struct CatalogueRow {
 pub struct CatalogueRows {
     inner: Box<dyn Iterator<Item = Result<CatalogueRow, DataError>> + Send>,
     total: Option<usize>,
+}
+
+impl CatalogueRow {
+    /// Where a person finds the row in its file: `line 12` (CSV, JSONL) or `row 11`
+    /// (parquet, 0-based as pandas and pyarrow count). Drop messages start with it.
+    pub fn location(&self) -> String {
+        crate::report::row_location(self.index, self.line)
+    }
 }
 
 impl CatalogueRows {
@@ -162,11 +196,12 @@ pub struct Catalogue {
     path: PathBuf,
     format: CatalogueFormat,
     mapping: ColumnMapping,
+    options: LoadOptions,
 }
 
 impl Catalogue {
-    /// A catalogue with the format told by the file name and the Burberry mapping. The file
-    /// is opened by [`rows`](Self::rows) / [`load`](Self::load).
+    /// A catalogue with the format told by the file name, the Burberry mapping and the default
+    /// [`LoadOptions`]. The file is opened by [`rows`](Self::rows) / [`load`](Self::load).
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, DataError> {
         let path = path.into();
         let format = CatalogueFormat::from_path(&path)
@@ -175,6 +210,7 @@ impl Catalogue {
             path,
             format,
             mapping: ColumnMapping::default(),
+            options: LoadOptions::default(),
         })
     }
 
@@ -188,6 +224,17 @@ impl Catalogue {
     pub fn with_mapping(mut self, mapping: ColumnMapping) -> Self {
         self.mapping = mapping;
         self
+    }
+
+    /// Uses other row checks and path rules for [`load`](Self::load).
+    pub fn with_options(mut self, options: LoadOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The row checks and path rules of [`load`](Self::load).
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
     }
 
     /// The catalogue file.

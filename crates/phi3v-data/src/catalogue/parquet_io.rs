@@ -1,8 +1,16 @@
 //! Parquet catalogues: a streaming reader (one record batch at a time, only the columns the
 //! mapping needs) and the writer of the 17-column Burberry schema.
+//!
+//! A parquet column has one type for the whole file, so a column whose type cannot hold its
+//! field (a boolean or date price column, a boolean title) is an error of the file, naming the
+//! column and its type, when the file is opened: every row would fail the same way, and one
+//! error says it better than a report of thousands of drops. Values are still checked row by
+//! row (a null, a negative price).
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::fs::File;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,10 +23,11 @@ use arrow_array::types::{
 use arrow_array::{
     Array, ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray,
 };
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
+use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
 use super::mapping::{ColumnMapping, ReadPlan};
@@ -50,15 +59,11 @@ impl ParquetRows {
         base_dir: &Path,
         mapping: &ColumnMapping,
     ) -> Result<(Self, Option<usize>), DataError> {
-        let parquet_err = |source| DataError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        };
         let file = File::open(path).map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+        let builder = guarded(path, || ParquetRecordBatchReaderBuilder::try_new(file))?;
         let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).ok();
         let names: Vec<String> = builder
             .schema()
@@ -69,17 +74,18 @@ impl ParquetRows {
         let full_plan = mapping.plan(path, &names)?;
         let used = full_plan.used_columns();
         let mask = ProjectionMask::roots(builder.parquet_schema(), used.iter().copied());
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(parquet_err)?;
+        let reader = guarded(path, || {
+            builder
+                .with_projection(mask)
+                .with_batch_size(BATCH_ROWS)
+                .build()
+        })?;
         // Re-plan against the projected schema so column indices are batch positions.
         let schema = reader.schema();
         let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let plan = mapping.plan(path, &names)?;
         for planned in &plan.fields {
-            check_scalar(path, schema.field(planned.column))?;
+            check_type(path, schema.field(planned.column), planned.ty)?;
         }
         check_image(path, schema.field(plan.image))?;
         Ok((
@@ -116,6 +122,7 @@ impl Iterator for ParquetRows {
                     let image = image_cell(columns[self.plan.image].as_ref(), i, &self.base_dir);
                     let row = assemble(
                         index,
+                        None,
                         &self.plan,
                         |c| scalar_cell(columns[c].as_ref(), i),
                         image,
@@ -123,7 +130,9 @@ impl Iterator for ParquetRows {
                     return Some(Ok(row));
                 }
             }
-            match self.reader.next() {
+            let next = catch_unwind(AssertUnwindSafe(|| self.reader.next()))
+                .unwrap_or_else(|panic| Some(Err(ArrowError::ParquetError(damaged(panic)))));
+            match next {
                 Some(Ok(batch)) => {
                     self.batch = Some(batch);
                     self.pos = 0;
@@ -145,6 +154,36 @@ impl Iterator for ParquetRows {
     }
 }
 
+/// Calls into the parquet library for a file from anywhere: its errors, and its panics, become
+/// errors naming the file.
+///
+/// The parquet crate panics on some damaged files instead of returning an error (found by
+/// `tests/fuzz_catalogue.rs`: one flipped byte of a data page header gives "Decoder for dict
+/// should have been set"). A damaged catalogue must be an error of that file, not a crash of
+/// the run, so every call that decodes the file runs under `catch_unwind`; the reader is not
+/// used again after a panic.
+fn guarded<T>(path: &Path, call: impl FnOnce() -> Result<T, ParquetError>) -> Result<T, DataError> {
+    let source = match catch_unwind(AssertUnwindSafe(call)) {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(source)) => source,
+        Err(panic) => ParquetError::General(damaged(panic)),
+    };
+    Err(DataError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The error of a parquet library panic, with its message.
+fn damaged(panic: Box<dyn Any + Send>) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    format!("damaged file: the parquet reader failed ({message})")
+}
+
 /// Whether [`scalar_cell`] can read a column of this type.
 fn is_scalar(dt: &DataType) -> bool {
     use DataType::*;
@@ -158,17 +197,39 @@ fn is_scalar(dt: &DataType) -> bool {
     }
 }
 
-fn check_scalar(path: &Path, field: &Field) -> Result<(), DataError> {
-    if is_scalar(field.data_type()) {
-        Ok(())
-    } else {
-        Err(DataError::ColumnType {
-            path: path.to_path_buf(),
-            column: field.name().clone(),
-            found: field.data_type().to_string(),
-            expected: "a string or a number".into(),
-        })
+/// Whether [`scalar_cell`] values of a column of type `dt` can be read as `ty`, cell by cell.
+///
+/// Text columns can hold anything (`"12.5"` is parsed per cell), and numbers can be text (a
+/// numeric category code). But a boolean is only a flag (an integer column such as
+/// `flg_discount`), and a date only text: a boolean or date column in place of a price or a
+/// product id is a mistake of the file, not of its rows.
+fn readable_as(dt: &DataType, ty: ColumnType) -> bool {
+    use DataType::*;
+    match dt {
+        Dictionary(_, values) => readable_as(values, ty),
+        Null | Utf8 | LargeUtf8 | Utf8View => true,
+        Boolean => ty == ColumnType::Int64,
+        Date32 | Date64 | Timestamp(..) => ty == ColumnType::Utf8,
+        dt => is_scalar(dt),
     }
+}
+
+/// Refuses a column of a type that cannot hold its field (see [`readable_as`]).
+fn check_type(path: &Path, field: &Field, ty: ColumnType) -> Result<(), DataError> {
+    if readable_as(field.data_type(), ty) {
+        return Ok(());
+    }
+    let expected = match ty {
+        ColumnType::Utf8 => "text (a string, number or date column)",
+        ColumnType::Int64 => "an integer (an integer, float, decimal, boolean or string column)",
+        ColumnType::Float64 => "a number (an integer, float, decimal or string column)",
+    };
+    Err(DataError::ColumnType {
+        path: path.to_path_buf(),
+        column: field.name().clone(),
+        found: field.data_type().to_string(),
+        expected: expected.into(),
+    })
 }
 
 fn check_image(path: &Path, field: &Field) -> Result<(), DataError> {
@@ -201,7 +262,7 @@ fn scalar_cell(a: &dyn Array, i: usize) -> Raw<'_> {
     }
     let int = |v: i64| Raw::Int(v);
     match a.data_type() {
-        Boolean => int(a.as_boolean().value(i) as i64),
+        Boolean => Raw::Bool(a.as_boolean().value(i)),
         Int8 => int(a.as_primitive::<Int8Type>().value(i) as i64),
         Int16 => int(a.as_primitive::<Int16Type>().value(i) as i64),
         Int32 => int(a.as_primitive::<Int32Type>().value(i) as i64),
@@ -368,30 +429,32 @@ pub fn burberry_arrow_schema() -> Schema {
 /// Writes products as a parquet file with exactly the Burberry schema (17 columns, in the
 /// published order and types), snappy-compressed, `row_group_rows` rows per row group.
 ///
-/// The file is written next to `path` under a temporary name and renamed into place, so a
-/// crash never leaves a truncated catalogue that looks complete.
+/// The file is written next to `path` under a temporary name and renamed into place
+/// ([`phi3v_io::write_atomic`]), so a crash never leaves a truncated catalogue that looks
+/// complete, and a reader never sees half a catalogue.
 pub fn write_parquet(
     path: &Path,
     products: &[Product],
     row_group_rows: usize,
 ) -> Result<(), DataError> {
-    let io_err = |source| DataError::Io {
+    phi3v_io::write_atomic(path, |tmp| {
+        write_parquet_file(tmp, path, products, row_group_rows)
+    })
+}
+
+/// [`write_parquet`] into the temporary file `tmp`; errors name `path`, the file the user
+/// will look for.
+fn write_parquet_file(
+    tmp: &Path,
+    path: &Path,
+    products: &[Product],
+    row_group_rows: usize,
+) -> Result<(), DataError> {
+    let schema = Arc::new(burberry_arrow_schema());
+    let file = File::create(tmp).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let schema = Arc::new(burberry_arrow_schema());
-    // Written beside `path` and renamed into place when complete (removed on failure), so a
-    // reader never sees half a catalogue.
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".catalogue-").suffix(".tmp");
-    // A temporary file is private (0600); the catalogue gets what any new file gets.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let tmp = builder
-        .tempfile_in(dir.unwrap_or(Path::new(".")))
-        .map_err(io_err)?;
-    let file = tmp.as_file().try_clone().map_err(io_err)?;
+    })?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
@@ -441,6 +504,25 @@ pub fn write_parquet(
         writer.flush().map_err(parquet_err)?;
     }
     writer.close().map_err(parquet_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_of_the_parquet_library_is_an_error_naming_the_file() {
+        let path = Path::new("shop.parquet");
+        let err =
+            guarded::<()>(path, || panic!("Decoder for dict should have been set")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parquet file shop.parquet: Parquet error: damaged file: the parquet reader failed \
+             (Decoder for dict should have been set)"
+        );
+        let err = guarded::<()>(path, || Err(ParquetError::EOF("short".into()))).unwrap_err();
+        assert!(err.to_string().contains("shop.parquet"), "{err}");
+        assert_eq!(guarded(path, || Ok(7)).unwrap(), 7);
+    }
 }

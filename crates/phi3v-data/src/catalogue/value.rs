@@ -4,14 +4,35 @@
 //! conversion below, so a catalogue means the same thing whatever its format: an empty CSV
 //! field, a JSON `null` and a parquet null are all "missing"; `"12"` and `12.0` are both the
 //! integer 12; `"NaN"` is a non-finite price, not a parse error.
+//!
+//! Types are checked cell by cell here, because CSV and JSONL have no column types: a JSON
+//! `true` or `[1, 2]` in the price column is that row's [`DropReason::InvalidValue`], not an
+//! error of the file. (Parquet columns have one type for the whole file, so there a column of
+//! the wrong type is refused when the file is opened: see `parquet_io`.)
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::mapping::ReadPlan;
 use super::product::{ColumnType, FieldValue, Product};
 use super::{CatalogueRow, ImageSource};
+use crate::images::{parse_image_ref, ImageRef};
 use crate::report::DropReason;
+
+/// The longest text a cell may hold: 64 KiB. Titles are not limited here (the trainer skips
+/// examples over its token budget), but a cell this large is not a product field: it is a
+/// broken file (a quote left open that swallowed the lines after it) or an attack, and the
+/// row is dropped with [`DropReason::InvalidValue`] rather than carried into prompts.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+/// The most bytes one row may take in a text catalogue: 64 MiB for a JSONL line or a CSV
+/// record. Far above any product row (an embedded image of a few megabytes as a JSON array
+/// included), it bounds the memory one broken or hostile line can take.
+pub const MAX_ROW_BYTES: usize = 64 << 20;
+
+/// How much of a refused cell a drop reason quotes: enough to recognise it, without copying
+/// a huge cell into the report.
+const QUOTED_CHARS: usize = 60;
 
 /// One cell before conversion.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,17 +41,57 @@ pub(crate) enum Raw<'a> {
     Str(Cow<'a, str>),
     Int(i64),
     Float(f64),
+    /// A boolean: read only by integer columns (a flag such as `flg_discount`), as 0 or 1.
+    Bool(bool),
+    /// A value of a type no column holds (a JSON array or object), as its JSON text.
+    Nested(String),
 }
 
 impl Raw<'_> {
+    /// The cell as a drop reason quotes it: strings in quotes and cut after
+    /// [`QUOTED_CHARS`] characters.
     fn describe(&self) -> String {
         match self {
             Raw::Null => "null".into(),
-            Raw::Str(s) => format!("{s:?}"),
+            Raw::Str(s) => quote(s),
             Raw::Int(v) => v.to_string(),
-            Raw::Float(v) => v.to_string(),
+            Raw::Float(v) => number(*v),
+            Raw::Bool(v) => v.to_string(),
+            Raw::Nested(text) => shorten(text),
         }
     }
+}
+
+/// A number as a person reads it: `-5`, `12.5`, but `1e308` rather than 309 digits.
+pub(crate) fn number(v: f64) -> String {
+    if v != 0.0 && !(1e-4..1e15).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
+/// `text` in quotes, cut as [`head`] cuts it.
+fn quote(text: &str) -> String {
+    match head(text) {
+        None => format!("{text:?}"),
+        Some(head) => format!("{head:?}... ({} bytes)", text.len()),
+    }
+}
+
+/// `text`, cut as [`head`] cuts it.
+fn shorten(text: &str) -> String {
+    match head(text) {
+        None => text.to_string(),
+        Some(head) => format!("{head}... ({} bytes)", text.len()),
+    }
+}
+
+/// The first [`QUOTED_CHARS`] characters of `text`, if it is longer.
+fn head(text: &str) -> Option<&str> {
+    text.char_indices()
+        .nth(QUOTED_CHARS)
+        .map(|(end, _)| &text[..end])
 }
 
 /// Converts a cell to a column type: `Ok(None)` for a missing value, `Err` with the cell's text
@@ -43,6 +104,8 @@ pub(crate) fn convert(raw: &Raw<'_>, ty: ColumnType) -> Result<Option<FieldValue
         (ColumnType::Utf8, Raw::Int(v)) => FieldValue::Str(v.to_string()),
         (ColumnType::Utf8, Raw::Float(v)) => FieldValue::Str(v.to_string()),
         (ColumnType::Int64, Raw::Int(v)) => FieldValue::Int(*v),
+        (ColumnType::Int64, Raw::Bool(v)) => FieldValue::Int(i64::from(*v)),
+        (_, Raw::Bool(_) | Raw::Nested(_)) => return bad(),
         (ColumnType::Int64, Raw::Float(v)) => match float_to_int(*v) {
             Some(v) => FieldValue::Int(v),
             None => return bad(),
@@ -80,22 +143,26 @@ fn float_to_int(v: f64) -> Option<i64> {
     (v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e18).then_some(v as i64)
 }
 
-/// Reads an image string: a URL (`http://`, `https://`, protocol-relative `//host/...`), a
-/// `file://` URL, or a path (relative paths resolve against `base_dir`, the catalogue's folder,
-/// so a catalogue and its images can move together). Empty strings mean no image.
+/// Reads an image string (see [`parse_image_ref`]): URLs stay URLs; paths, `file://` ones
+/// included, resolve against `base_dir`, the catalogue's folder, so a catalogue and its images
+/// can move together. Empty strings mean no image.
 pub(crate) fn image_from_str(s: &str, base_dir: &Path) -> ImageSource {
-    let s = s.trim();
-    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
-    if s.is_empty() {
-        ImageSource::Missing
-    } else if lower.starts_with("http://") || lower.starts_with("https://") {
-        ImageSource::Url(s.to_string())
-    } else if let Some(rest) = s.strip_prefix("//") {
-        ImageSource::Url(format!("https://{rest}"))
-    } else if let Some(rest) = s.strip_prefix("file://") {
-        ImageSource::File(PathBuf::from(rest))
-    } else {
-        ImageSource::File(base_dir.join(s))
+    match parse_image_ref(s) {
+        ImageRef::Empty => ImageSource::Missing,
+        ImageRef::Url(url) => ImageSource::Url(url),
+        ImageRef::Path(path) => ImageSource::File(base_dir.join(path)),
+    }
+}
+
+/// The problem of a text cell longer than [`MAX_FIELD_BYTES`], if it is one.
+fn oversized(raw: &Raw<'_>, column: &str) -> Option<DropReason> {
+    match raw {
+        Raw::Str(s) if s.len() > MAX_FIELD_BYTES => Some(DropReason::InvalidValue {
+            column: column.to_string(),
+            value: raw.describe(),
+            expected: format!("a text of at most {MAX_FIELD_BYTES} bytes"),
+        }),
+        _ => None,
     }
 }
 
@@ -104,6 +171,7 @@ pub(crate) fn image_from_str(s: &str, base_dir: &Path) -> ImageSource {
 /// (validation turns them into drop reasons); other missing values keep the field's default.
 pub(crate) fn assemble<'a>(
     index: usize,
+    line: Option<u64>,
     plan: &ReadPlan,
     mut cell: impl FnMut(usize) -> Raw<'a>,
     image: ImageSource,
@@ -113,6 +181,10 @@ pub(crate) fn assemble<'a>(
     for planned in &plan.fields {
         let raw = cell(planned.column);
         let column = &plan.names[planned.column];
+        if let Some(problem) = oversized(&raw, column) {
+            problems.push(problem);
+            continue;
+        }
         match convert(&raw, planned.ty) {
             Ok(Some(value)) => product.set(planned.field, value),
             Ok(None) if planned.column == plan.product_id => {
@@ -141,7 +213,10 @@ pub(crate) fn assemble<'a>(
     match &image {
         ImageSource::Embedded { path, .. } => product.imageurl = path.clone().unwrap_or_default(),
         _ => {
-            if let Raw::Str(s) = cell(plan.image) {
+            let raw = cell(plan.image);
+            if let Some(problem) = oversized(&raw, &plan.names[plan.image]) {
+                problems.push(problem);
+            } else if let Raw::Str(s) = raw {
                 product.imageurl = s.trim().to_string();
             }
         }
@@ -155,9 +230,24 @@ pub(crate) fn assemble<'a>(
     let product_code = id_read.then_some(product.product_code);
     CatalogueRow {
         index,
+        line,
         product,
         product_code,
         image,
         problems,
+    }
+}
+
+impl CatalogueRow {
+    /// A row that could not be parsed at all.
+    pub(crate) fn malformed(index: usize, line: Option<u64>, message: String) -> Self {
+        CatalogueRow {
+            index,
+            line,
+            product: Product::default(),
+            product_code: None,
+            image: ImageSource::Missing,
+            problems: vec![DropReason::Malformed { message }],
+        }
     }
 }

@@ -1,6 +1,5 @@
 //! The on-disk image cache: one file per URL, named by the URL's SHA-256.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -11,8 +10,9 @@ use crate::DataError;
 ///
 /// The file of a URL is `<dir>/<first two hex digits>/<sha256 of the URL in hex>` (the
 /// two-digit shard keeps folders small for catalogues of many thousands of images). Files are
-/// written under a temporary name in the same folder and renamed into place, so a file that
-/// exists is complete: an interrupted run never leaves a truncated image that a later run
+/// written under a temporary name in the same folder and renamed into place
+/// ([`phi3v_io::write_atomic`], the toolkit's one atomic write), so a file that exists is
+/// complete: an interrupted run never leaves a truncated image that a later run
 /// would take for a cached one, and concurrent runs sharing a cache do not see each other's
 /// partial writes.
 #[derive(Debug, Clone)]
@@ -63,13 +63,7 @@ impl ImageCache {
         let path = self.path(url);
         let shard = path.parent().expect("cache paths have a shard folder");
         std::fs::create_dir_all(shard)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".download-")
-            .suffix(".tmp")
-            .tempfile_in(shard)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&path).map_err(|e| e.error)?;
+        phi3v_io::write_atomic(&path, |tmp| std::fs::write(tmp, bytes))?;
         Ok(path)
     }
 }

@@ -1,11 +1,20 @@
 //! Checking that image bytes decode, and the images of loaded rows.
+//!
+//! Both go through the input processor's decoder
+//! ([`phi3v_processor::image_processor::decode_image`]), the one decoding path of the project:
+//! JPEG files get PIL's exact pixels, damaged files (truncated, corrupt) are refused, and an
+//! image claiming too many pixels is refused before it is allocated. So a row that passes the
+//! check here decodes the same way when the trainer or the inference code opens it.
 
 use std::borrow::Cow;
-use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use image::{DynamicImage, ImageReader};
+use image::DynamicImage;
+use phi3v_processor::image_processor::{
+    decode_image, load_image, read_image_file, MAX_IMAGE_FILE_BYTES,
+};
+use phi3v_processor::ImageDecodeError;
 
 use crate::DataError;
 
@@ -15,16 +24,9 @@ use crate::DataError;
 /// The whole image is decoded, not just its header: a truncated JPEG has a valid header and
 /// only fails when its pixels are read, and such a row must be dropped now, not fail a
 /// training step hours later.
-pub fn check_decodes(bytes: &[u8]) -> Result<(u32, u32), image::ImageError> {
-    let image = decode_bytes(bytes)?;
+pub fn check_decodes(bytes: &[u8]) -> Result<(u32, u32), ImageDecodeError> {
+    let image = decode_image(bytes)?;
     Ok((image.width(), image.height()))
-}
-
-fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, image::ImageError> {
-    ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(image::ImageError::IoError)?
-        .decode()
 }
 
 /// Where the bytes of a checked image are.
@@ -51,30 +53,35 @@ pub struct ReadyImage {
 }
 
 impl ReadyImage {
-    /// The encoded bytes (read from disk for files).
+    /// The encoded bytes (read from disk for files, at most
+    /// [`phi3v_processor::image_processor::MAX_IMAGE_FILE_BYTES`] of them).
+    ///
+    /// # Errors
+    /// For a file: [`DataError::Processor`] with the processor's read error naming it
+    /// (unreadable, or longer than the cap).
     pub fn bytes(&self) -> Result<Cow<'_, [u8]>, DataError> {
         match &self.data {
             ImageData::Bytes(bytes) => Ok(Cow::Borrowed(bytes)),
-            ImageData::File(path) => {
-                std::fs::read(path)
-                    .map(Cow::Owned)
-                    .map_err(|source| DataError::Io {
-                        path: path.clone(),
-                        source,
-                    })
-            }
+            ImageData::File(path) => Ok(Cow::Owned(read_image_file(path, MAX_IMAGE_FILE_BYTES)?)),
         }
     }
 
-    /// Decodes the image.
+    /// Decodes the image. A file is read through the processor's capped read
+    /// ([`phi3v_processor::image_processor::MAX_IMAGE_FILE_BYTES`]), since it may have changed
+    /// on disk since it was checked.
+    ///
+    /// # Errors
+    /// [`DataError::ImageDecode`] for embedded bytes; for a file, the processor's error naming
+    /// it ([`DataError::Processor`]: unreadable, too large, or not decodable).
     pub fn decode(&self) -> Result<DynamicImage, DataError> {
-        let bytes = self.bytes()?;
-        decode_bytes(&bytes).map_err(|source| DataError::ImageDecode {
-            path: match &self.data {
-                ImageData::File(path) => path.clone(),
-                ImageData::Bytes(_) => PathBuf::from("<embedded image>"),
-            },
-            source,
-        })
+        match &self.data {
+            ImageData::File(path) => Ok(load_image(path)?),
+            ImageData::Bytes(bytes) => {
+                decode_image(bytes).map_err(|source| DataError::ImageDecode {
+                    path: PathBuf::from("<embedded image>"),
+                    source,
+                })
+            }
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Downloading images: timeouts, retries with backoff, bounded redirects, a bounded pool of
-//! download threads, and the on-disk cache.
+//! download threads, and the on-disk cache; reading local image files under the same size
+//! limit; and the one entry point for an image a user names ([`ImageFetcher::fetch_one`]).
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -9,9 +11,17 @@ use std::time::Duration;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
+use phi3v_processor::ProcessorError;
+
 use super::cache::ImageCache;
 use super::progress::progress_bar;
 use crate::DataError;
+
+/// The default largest image, in bytes, read from a file or a download: the image decoder's
+/// 64 MiB ([`FetchConfig::max_bytes`]). Product photos are a few megabytes; a larger file is a
+/// mistake or an attack (`/dev/zero`, a multi-gigabyte "image"), and reading it would cost
+/// its size in memory.
+pub const MAX_IMAGE_BYTES: u64 = phi3v_processor::image_processor::MAX_IMAGE_FILE_BYTES;
 
 /// Settings of the [`ImageFetcher`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,7 +46,9 @@ pub struct FetchConfig {
     pub max_redirects: u32,
     /// Downloads in flight at once.
     pub concurrency: usize,
-    /// Largest accepted image, in bytes.
+    /// Largest accepted image, in bytes ([`MAX_IMAGE_BYTES`] by default): for downloads, and
+    /// for local image files (catalogue rows, cached downloads, [`ImageFetcher::fetch_one`]),
+    /// which are refused from their size without being read.
     pub max_bytes: u64,
     /// Honour `HTTP(S)_PROXY` / `ALL_PROXY` / `NO_PROXY` from the environment.
     pub proxy_from_env: bool,
@@ -56,7 +68,7 @@ impl Default for FetchConfig {
             backoff: Duration::from_millis(500),
             max_redirects: 5,
             concurrency: 8,
-            max_bytes: 50 << 20,
+            max_bytes: MAX_IMAGE_BYTES,
             proxy_from_env: true,
             progress: true,
             user_agent: concat!("phi3v-data/", env!("CARGO_PKG_VERSION")).to_string(),
@@ -204,6 +216,11 @@ impl ImageFetcher {
                 "image fetch concurrency must be at least 1".into(),
             ));
         }
+        if config.max_bytes == 0 {
+            return Err(DataError::InvalidConfig(
+                "the image size limit (max_bytes) must be at least 1 byte".into(),
+            ));
+        }
         let cache = ImageCache::new(&config.cache_dir)?;
         let mut builder = ureq::Agent::config_builder()
             .timeout_global(Some(config.timeout))
@@ -245,6 +262,37 @@ impl ImageFetcher {
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
         }
+    }
+
+    /// The bytes of one image a user names (`phi3v generate --image`): an `http(s)://` URL
+    /// (or a protocol-relative `//host/...` one) goes through [`fetch`](Self::fetch), so through
+    /// the same cache, retries and limits as a catalogue's URLs; anything else is a local path
+    /// (`file://` or plain, relative to the working directory).
+    ///
+    /// The user named the file, so unlike a catalogue row it may be anywhere; but it is read
+    /// under the same size limit ([`FetchConfig::max_bytes`]), and only if it is a regular file
+    /// (a device such as `/dev/zero`, a FIFO or a folder is refused unread).
+    ///
+    /// The bytes are returned rather than a path so that what is decoded is what was checked.
+    ///
+    /// # Errors
+    /// [`DataError::Download`] naming the URL, [`DataError::Io`] naming the file (missing,
+    /// too large, not a regular file), [`DataError::InvalidConfig`] for an empty reference.
+    pub fn fetch_one(&self, reference: &str) -> Result<Vec<u8>, DataError> {
+        let path = match parse_image_ref(reference) {
+            ImageRef::Empty => {
+                return Err(DataError::InvalidConfig(
+                    "the image reference is empty: give a path or an http(s) URL".into(),
+                ))
+            }
+            ImageRef::Url(url) => match self.fetch(&url) {
+                Ok(fetched) => fetched.path,
+                Err(source) => return Err(DataError::Download { url, source }),
+            },
+            ImageRef::Path(path) => PathBuf::from(path),
+        };
+        read_image_file(&path, self.config.max_bytes)
+            .map_err(|source| DataError::Io { path, source })
     }
 
     /// Fetches one URL: from the cache if present, else downloaded (with retries) and cached.
@@ -390,4 +438,53 @@ impl ImageFetcher {
         bar.inc((urls.len() - unique.len()) as u64);
         slot_of.into_iter().map(|s| results[s].clone()).collect()
     }
+}
+
+/// What an image reference in a catalogue cell or on the command line names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ImageRef<'a> {
+    /// Nothing (an empty or blank string).
+    Empty,
+    /// An `http` or `https` URL.
+    Url(String),
+    /// A local path, as written (a `file://` prefix removed).
+    Path(&'a str),
+}
+
+/// Reads an image reference: `http://` and `https://` URLs (any case), protocol-relative
+/// `//host/...` URLs (as `https`), `file://` URLs and plain paths. Surrounding whitespace is
+/// ignored. Catalogue rows and [`ImageFetcher::fetch_one`] both read references with it, so a
+/// string means the same image wherever it is given.
+pub(crate) fn parse_image_ref(s: &str) -> ImageRef<'_> {
+    let s = s.trim();
+    let has_scheme = |scheme: &str| {
+        s.get(..scheme.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(scheme))
+    };
+    if s.is_empty() {
+        ImageRef::Empty
+    } else if has_scheme("http://") || has_scheme("https://") {
+        ImageRef::Url(s.to_string())
+    } else if let Some(rest) = s.strip_prefix("//") {
+        ImageRef::Url(format!("https://{rest}"))
+    } else if let Some(rest) = s.strip_prefix("file://") {
+        ImageRef::Path(rest)
+    } else {
+        ImageRef::Path(s)
+    }
+}
+
+/// Reads a whole local image file of at most `max_bytes` bytes, with the image decoder's
+/// reader ([`phi3v_processor::image_processor::read_image_file`]: regular files only, so `/dev/zero`, a FIFO or
+/// a folder is refused unopened; the size checked before reading and the read bounded). The
+/// errors say why, not which file: callers add the path.
+pub(crate) fn read_image_file(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
+    phi3v_processor::image_processor::read_image_file(path, max_bytes).map_err(|e| match e {
+        ProcessorError::Io { source, .. } => source,
+        ProcessorError::FileTooLarge { .. } => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than the image size limit of {max_bytes} bytes (max_bytes)"),
+        ),
+        other => io::Error::other(other.to_string()),
+    })
 }

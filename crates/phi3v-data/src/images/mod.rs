@@ -6,6 +6,12 @@
 //!   stack), so `https` image URLs work on any machine.
 //! - [`ImageCache`] keeps each download in a file named by the SHA-256 of its URL, written
 //!   atomically, so a second run over a catalogue downloads nothing.
+//! - Every image is read under one size limit, [`FetchConfig::max_bytes`] (by default
+//!   [`MAX_IMAGE_BYTES`], 64 MiB): downloads, cached files and local files alike. A local file
+//!   over the limit is refused from its size, unread, and only regular files are read (not
+//!   `/dev/zero`, not a FIFO).
+//! - [`ImageFetcher::fetch_one`] fetches one image a user names (a URL or a path), for
+//!   `phi3v generate --image`, through the same cache and limits.
 //! - [`check_decodes`] decodes an image completely, so undecodable rows are dropped up front.
 //! - [`ReadyImage`] is what a loaded catalogue row carries: where the encoded bytes are, and
 //!   the image size.
@@ -38,5 +44,7 @@ pub use cache::ImageCache;
 pub use decode::{check_decodes, ImageData, ReadyImage};
 pub use fetch::{
     default_cache_dir, FetchConfig, FetchError, FetchFailure, FetchStats, Fetched, ImageFetcher,
+    MAX_IMAGE_BYTES,
 };
+pub(crate) use fetch::{parse_image_ref, read_image_file, ImageRef};
 pub(crate) use progress::progress_bar;

@@ -12,6 +12,13 @@
 //! - `faults.json`: the rows deliberately broken by [`SampleConfig::faults`] and the drop
 //!   reason each must get ([`FaultList`]); an empty list without faults.
 //!
+//! The folder is written whole or not at all: everything goes into a hidden sibling of it
+//! ([`phi3v_io::StagedDir`]) that is renamed into place at the end. So an interrupted run
+//! leaves the folder as it was, and an existing non-empty folder is refused unless
+//! [`SampleConfig::overwrite`] is set, and then replaced entirely: no picture of an earlier
+//! catalogue is left beside the new one. The catalogue's image paths are relative to the
+//! folder, so they hold wherever the folder is renamed or moved.
+//!
 //! Each title is composed from what the picture shows ("Long Beige Check Wool Coat",
 //! "Small Black Leather Bag"), the category is the kind, and the full price is a product of
 //! factors of kind, material, pattern and size, so a model can learn the whole answer from the
@@ -52,6 +59,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use faults::{FaultKind, FaultList, InjectedFault};
+
+use phi3v_io::StagedDir;
 
 use crate::catalogue::write_parquet;
 use crate::DataError;
@@ -112,8 +121,13 @@ pub struct SampleConfig {
     pub rows: usize,
     /// Seed of everything random.
     pub seed: u64,
-    /// Output folder (created if needed).
+    /// Output folder (created if needed). If it exists and holds anything, [`generate`]
+    /// refuses it unless [`overwrite`](Self::overwrite) is set.
     pub out_dir: PathBuf,
+    /// Replace an `out_dir` that already holds something (`--overwrite`), whole: nothing of
+    /// its old contents is left (old pictures beside a new catalogue would look like part of
+    /// it). Off by default, so a typo in `--out` cannot delete a folder.
+    pub overwrite: bool,
     /// Share of rows to break, in `[0, 1]`, rounded to a whole number of rows and spread
     /// evenly over the [`FaultKind`]s.
     pub faults: f64,
@@ -131,6 +145,7 @@ impl Default for SampleConfig {
             rows: 200,
             seed: 0,
             out_dir: PathBuf::from("sample-data"),
+            overwrite: false,
             faults: 0.0,
             image_size: 128,
             image_format: SampleImageFormat::Png,
@@ -143,13 +158,13 @@ impl SampleConfig {
     fn validate(&self) -> Result<(), DataError> {
         if !(0.0..=1.0).contains(&self.faults) {
             return Err(DataError::InvalidConfig(format!(
-                "faults must be a fraction in [0, 1], got {}",
+                "faults (--faults) must be a fraction in [0, 1], got {}",
                 self.faults
             )));
         }
         if !(16..=4096).contains(&self.image_size) {
             return Err(DataError::InvalidConfig(format!(
-                "image_size must be between 16 and 4096 pixels, got {}",
+                "image size (--image-size) must be between 16 and 4096 pixels, got {}",
                 self.image_size
             )));
         }
@@ -162,7 +177,7 @@ impl SampleConfig {
     }
 }
 
-/// What [`generate`] wrote.
+/// What [`generate`] wrote (paths in [`SampleConfig::out_dir`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleSummary {
     /// The parquet catalogue.
@@ -180,9 +195,15 @@ pub struct SampleSummary {
 }
 
 /// Writes a sample catalogue, its pictures and its fault list (see the module docs).
+///
+/// # Errors
+/// [`DataError::Output`] when `out_dir` holds something and [`SampleConfig::overwrite`] is
+/// off (the folder is left untouched), or is a file; [`DataError::InvalidConfig`] for
+/// settings out of range; I/O and encoding errors naming the file.
 pub fn generate(config: &SampleConfig) -> Result<SampleSummary, DataError> {
     config.validate()?;
-    let out = &config.out_dir;
+    let staged = StagedDir::new(&config.out_dir, "--out", config.overwrite)?;
+    let out = staged.path();
     let images_dir = out.join(IMAGES_DIR);
     std::fs::create_dir_all(&images_dir).map_err(|source| DataError::Io {
         path: images_dir.clone(),
@@ -206,12 +227,7 @@ pub fn generate(config: &SampleConfig) -> Result<SampleSummary, DataError> {
         .map(|(spec, fault)| -> Result<bool, DataError> {
             let path = images_dir.join(format!("{}.{ext}", spec.product_code));
             let bytes = match fault {
-                Some(FaultKind::MissingFile) => {
-                    // A picture left by an earlier run must not hide the fault.
-                    let _ = std::fs::remove_file(&path);
-                    return Ok(false);
-                }
-                Some(FaultKind::UnreachableUrl) => return Ok(false),
+                Some(FaultKind::MissingFile | FaultKind::UnreachableUrl) => return Ok(false),
                 Some(FaultKind::BadImageBytes) => {
                     junk_image(config.image_format, spec.product_code)
                 }
@@ -258,11 +274,13 @@ pub fn generate(config: &SampleConfig) -> Result<SampleSummary, DataError> {
         faults: faults.clone(),
     }
     .write(&faults_file)?;
+    staged.commit()?;
 
+    let out = &config.out_dir;
     Ok(SampleSummary {
-        catalogue,
-        images_dir,
-        faults_file,
+        catalogue: out.join(CATALOGUE_FILE),
+        images_dir: out.join(IMAGES_DIR),
+        faults_file: out.join(FAULTS_FILE),
         rows: config.rows,
         images_written: written.iter().filter(|w| **w).count(),
         faults,

@@ -130,3 +130,18 @@ fn handle(stream: TcpStream, hits: &Mutex<HashMap<String, usize>>) -> std::io::R
         respond(&mut stream, "404 Not Found", "", b"")
     }
 }
+
+/// A fetcher for tests: its cache in `cache`, short timeouts, no retries, no proxy from the
+/// environment, no progress bar, so a failure costs milliseconds.
+pub fn quick_fetcher(cache: &std::path::Path) -> phi3v_data::images::ImageFetcher {
+    phi3v_data::images::ImageFetcher::new(phi3v_data::images::FetchConfig {
+        cache_dir: cache.to_path_buf(),
+        timeout: Duration::from_millis(300),
+        connect_timeout: Duration::from_millis(300),
+        retries: 0,
+        proxy_from_env: false,
+        progress: false,
+        ..phi3v_data::images::FetchConfig::default()
+    })
+    .unwrap()
+}

@@ -16,9 +16,9 @@
 //!
 //! The 16-bit rules look odd (a 16-bit gray photo becomes almost white) but they are what the
 //! reference feeds the model, so they are what we reproduce. Known gap: a 16-bit gray PNG with
-//! a `tRNS` chunk is `I;16` in PIL (clip) but `LumaA16` here (high byte). JPEG files are decoded
-//! by a different decoder than PIL's libjpeg-turbo, so decoded JPEG pixels can differ from
-//! PIL's before this conversion even starts (see the parent module's docs).
+//! a `tRNS` chunk is `I;16` in PIL (clip) but `LumaA16` here (high byte). JPEG files arrive
+//! as `Luma8` or `Rgb8` with PIL's pixels already (CMYK JPEGs converted by Pillow's formula in
+//! the `jpeg` module).
 
 use image::{DynamicImage, RgbImage};
 

@@ -3,6 +3,9 @@
 //!
 //! # Algorithm, per image
 //!
+//! 0. Decode the file as PIL does ([`load_image`] / [`decode_image`]: libjpeg-turbo's pixels
+//!    for JPEG, damaged files and decompression bombs refused; see the `decode` and `jpeg`
+//!    modules).
 //! 1. Convert to 8-bit RGB like PIL's `convert("RGB")` ([`to_rgb8`]; alpha is dropped, not
 //!    composited).
 //! 2. Portrait images (`width < height`) are transposed, processed, and transposed back
@@ -32,12 +35,13 @@
 //! which may round the bicubic sums differently, still pass). The bilinear resize alone is
 //! also checked byte for byte on random sizes.
 //!
-//! Known gap: JPEG files are decoded by the `image` crate (zune-jpeg), not libjpeg-turbo as
-//! in PIL. Measured on a 300x200 test photo saved by PIL at quality 90: with 4:4:4 chroma 2% of
-//! the decoded bytes differ (by at most 3 levels), with the common 4:2:0 chroma 26% differ (by
-//! at most 13, chroma upsampling). For JPEG input the bit-exact match therefore starts after
-//! decoding. PNG and the other lossless formats decode identically; see [`to_rgb8`] for the
-//! pixel formats.
+//! Decoding matches too: JPEG files are decoded with libjpeg-turbo's algorithms (islow IDCT,
+//! fancy upsampling), like PIL, so their pixels are PIL's byte for byte
+//! (`tests/jpeg_fidelity.rs`, 17 fixtures: 4:2:0, 4:2:2, 4:4:4, 4:4:0, 4:1:1, progressive,
+//! restart markers, RGB, gray, Adobe CMYK, odd sizes, arithmetic coding). The `image` crate's
+//! decoder (zune-jpeg), used before, gave 63% of the pixels of those fixtures identical, up to
+//! 14 levels off, and refused arithmetic coding. PNG and the other lossless formats decode
+//! identically either way; see [`to_rgb8`] for the pixel formats.
 //!
 //! # Example
 //!
@@ -58,7 +62,9 @@
 
 mod bicubic;
 mod convert;
+mod decode;
 mod hd;
+mod jpeg;
 mod resize;
 
 use std::path::Path;
@@ -67,6 +73,10 @@ use image::{DynamicImage, RgbImage};
 use rayon::prelude::*;
 
 pub use convert::to_rgb8;
+pub use decode::{
+    decode_image, decode_image_with_limits, load_image, load_image_with_limits, read_image_file,
+    DecodeLimits, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, PIL_MAX_IMAGE_PIXELS,
+};
 pub use hd::HdPlan;
 pub use resize::resize_bilinear_rgb8;
 
@@ -122,10 +132,11 @@ impl ProcessorConfig {
     /// # Errors
     /// [`ProcessorError::InvalidConfig`] naming the offending values.
     pub fn validate(&self) -> Result<(), ProcessorError> {
-        if self.num_crops == 0 {
-            return Err(ProcessorError::InvalidConfig(
-                "num_crops must be at least 1".into(),
-            ));
+        if !(1..=MAX_NUM_CROPS).contains(&self.num_crops) {
+            return Err(ProcessorError::InvalidConfig(format!(
+                "num_crops (--num-crops) must be between 1 and {MAX_NUM_CROPS}, got {}",
+                self.num_crops
+            )));
         }
         if self.patch_size == 0
             || self.crop_size == 0
@@ -245,25 +256,11 @@ pub fn stack_pixel_values(images: &[ProcessedImage]) -> (Vec<f32>, [usize; 5]) {
     (out, [images.len(), s[0], s[1], s[2], s[3]])
 }
 
-/// Decodes an image file, sniffing the format from its content (not its extension).
-///
-/// # Errors
-/// [`ProcessorError::Io`] or [`ProcessorError::ImageDecode`], naming the file.
-pub fn load_image(path: impl AsRef<Path>) -> Result<DynamicImage, ProcessorError> {
-    let path = path.as_ref();
-    let reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|source| ProcessorError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    reader
-        .decode()
-        .map_err(|source| ProcessorError::ImageDecode {
-            path: path.to_path_buf(),
-            source,
-        })
-}
+/// The most crops [`ProcessorConfig::validate`] accepts. The released model uses 16 (about
+/// 2,600 image tokens for one image); 64 crops are about 9,500 tokens and a 2,688 x 2,688
+/// pixel canvas for a square image. Far larger values only serve to exhaust memory (the canvas grows
+/// with the crop count), so they are refused rather than attempted.
+pub const MAX_NUM_CROPS: usize = 64;
 
 /// The Phi-3-Vision image processor: a validated [`ProcessorConfig`] plus its precomputed
 /// normalisation table. Cheap to share across threads (`&self` methods only).
@@ -363,7 +360,8 @@ impl ImageProcessor {
     ///
     /// # Errors
     /// Any error, wrapped in [`ProcessorError::InFile`] naming the file (or, for read and decode
-    /// errors, [`ProcessorError::Io`] / [`ProcessorError::ImageDecode`], which name it already).
+    /// errors, [`ProcessorError::Io`] / [`ProcessorError::FileTooLarge`] /
+    /// [`ProcessorError::ImageDecode`], which name it already).
     pub fn process_path(&self, path: impl AsRef<Path>) -> Result<ProcessedImage, ProcessorError> {
         let path = path.as_ref();
         let image = load_image(path)?;
