@@ -39,7 +39,9 @@ pub fn generate_from_embeds<B: AttentionBackend>(
     mut on_token: impl FnMut(u32),
 ) -> Vec<u32> {
     let device = embeds.device();
-    let mut cache = model.new_cache();
+    // The prompt and every new token but the last are fed back: size the cache once.
+    let prompt_len = embeds.dims()[1];
+    let mut cache = model.new_cache_with_capacity(prompt_len + options.max_new_tokens);
     let mut decoder = TokenDecoder::new(options.decoding.clone());
     let mut out = Vec::new();
     let mut hidden = model.forward_hidden(

@@ -163,9 +163,18 @@ impl<B: Backend> Phi3Model<B> {
         self.lm_head.forward(hidden)
     }
 
-    /// An empty KV cache sized for this model.
+    /// An empty KV cache for this model's layers, grown by doubling as it fills (see
+    /// [`KvCache`]); prefer [`Phi3Model::new_cache_with_capacity`] when the final length
+    /// is known.
     pub fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.layers.len())
+    }
+
+    /// An empty KV cache for this model's layers with room for `max_len` positions
+    /// (prompt plus new tokens), allocated once on the first forward so that decoding
+    /// never reallocates it.
+    pub fn new_cache_with_capacity(&self, max_len: usize) -> KvCache<B> {
+        KvCache::with_capacity(self.layers.len(), max_len)
     }
 }
 

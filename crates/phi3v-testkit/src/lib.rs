@@ -8,11 +8,14 @@
 //!   the feature `tensor`) on burn tensors. No model dependency, so the crates below `phi3v`
 //!   take the kit with `default-features = false` and no dependency cycle arises.
 //! - [`TinySpec`] (feature `writer`, on by default): a random Phi-3-V written as a model dir
-//!   in the released layout, its tensor list taken from the models' own naming.
+//!   in the released layout, its tensor list taken from the models' own naming, at the
+//!   sizes of [`Preset`] (`tiny`, `wide`, `full`), streamed to disk by [`stream`].
 
 pub mod close;
 #[cfg(feature = "fuzz")]
 pub mod mutate;
+#[cfg(feature = "writer")]
+pub mod stream;
 #[cfg(feature = "writer")]
 pub mod tiny;
 
@@ -20,4 +23,6 @@ pub mod tiny;
 pub use close::{assert_close, tensor_max_diff, values};
 pub use close::{max_diff, max_diff_at};
 #[cfg(feature = "writer")]
-pub use tiny::{TinyError, TinySpec};
+pub use stream::StorageDtype;
+#[cfg(feature = "writer")]
+pub use tiny::{Draws, Preset, TinyError, TinySpec, Written};

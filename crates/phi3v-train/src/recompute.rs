@@ -1,15 +1,31 @@
-//! Activation recomputation by decoder layer: the backward pass recomputes each layer's
-//! activations instead of keeping them all from the forward pass.
+//! Activation recomputation by layer: the backward pass recomputes each decoder layer's and
+//! each vision encoder layer's activations instead of keeping them all from the forward
+//! pass.
 //!
 //! Plain backpropagation keeps every intermediate tensor of every layer until the
-//! backward pass reaches it, so activation memory grows with the layer count (32 layers
-//! for Phi-3-V). Here the forward pass runs without a graph and keeps only each layer's
-//! input (`[batch, seq, hidden]`). The backward pass then walks the segments in reverse:
-//! the head (final norm, `lm_head`, loss), each decoder layer, and the embedding (the
-//! vision tower and projection). Each segment is rerun with a graph from its saved input,
-//! back-propagated with the gradient arriving from the segment after it (the surrogate
-//! `sum(out * grad_out)` has exactly that gradient), and its graph is freed before the next
-//! one. Only one segment's activations live at a time; the price is a second forward pass.
+//! backward pass reaches it, so activation memory grows with the layer count (32 decoder
+//! layers and 23 CLIP layers for Phi-3-V, the CLIP ones over every tile of every image).
+//! Here the forward pass runs without a graph and keeps only each layer's input: the
+//! decoder's (`[batch, seq, hidden]`) and, when the vision tower has something to train,
+//! its encoder layers' (`[tiles, 1 + grid^2, clip_hidden]`). The backward pass then walks
+//! the segments in reverse:
+//! 1. the head (final norm, `lm_head`, loss);
+//! 2. each decoder layer, last to first;
+//! 3. the image tail: feature selection (class token dropped), 2x2 merge, separators,
+//!    projection, and the scatter of image tokens over the placeholder positions, rerun
+//!    from the last CLIP layer's saved output;
+//! 4. each CLIP encoder layer, last to first, down to the lowest one that trains.
+//!
+//! Each segment is rerun with a graph from its saved input, back-propagated with the
+//! gradient arriving from the segment after it (the surrogate `sum(out * grad_out)` has
+//! exactly that gradient), and its graph is freed before the next one. Only one segment's
+//! activations live at a time; the price is a second forward pass.
+//!
+//! Segments with nothing trainable below them are not rerun: the CLIP embeddings and
+//! `pre_layrnorm` hold no linear layer (so nothing there trains), the CLIP layers below the
+//! lowest trained one need no gradient, and with a frozen vision path (`--freeze-vision`)
+//! the tower runs once without a graph, keeps no state and has no backward at all. The
+//! weights' last CLIP layer is never run: Phi-3-V reads the layer before it.
 //!
 //! The gradients equal plain backpropagation's up to float summation order. Adapter dropout
 //! would need the two forward passes to draw the same masks, so it is refused.
@@ -18,7 +34,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor};
 use phi3v::{ImageInput, Phi3V};
-use phi3v_nn::AttentionBackend;
+use phi3v_nn::{AttentionBackend, NamedLinears};
 
 use crate::error::TrainError;
 use crate::params::for_each_trainable;
@@ -73,8 +89,13 @@ where
     let device = input_ids.device();
     let [b, t] = input_ids.dims();
 
+    // What of the vision path trains decides how much of it is kept: the inputs of the CLIP
+    // layers from the lowest trained one up, and the last layer's output (the image tail's
+    // input). `None`: nothing there trains, nothing is kept.
+    let keep_from = vision_keep_from(model, full);
+
     // Forward without a graph, keeping each layer's input.
-    let mut inputs = {
+    let (mut inputs, mut vision_states) = {
         let inner = model.valid();
         let inner_images = images.map(|i| ImageInput {
             tiles: i.tiles.clone().inner(),
@@ -88,7 +109,18 @@ where
             None,
             &device,
         );
-        let mut x = inner.embed(input_ids.clone().inner(), inner_images.as_ref())?;
+        let mut vision_states = Vec::new();
+        let mut x = inner.embed_with(
+            input_ids.clone().inner(),
+            inner_images.as_ref(),
+            |vision, images| {
+                vision.forward_visiting(images.tiles.clone(), &images.grids, |i, state| {
+                    if keep_from.is_some_and(|k| i >= k) {
+                        vision_states.push(state.clone());
+                    }
+                })
+            },
+        )?;
         let mut inputs = Vec::with_capacity(decoder.layers.len() + 1);
         for layer in &decoder.layers {
             let next = layer.forward(x.clone(), ctx.cos.clone(), ctx.sin.clone(), &ctx.mask, None);
@@ -96,7 +128,7 @@ where
             x = next;
         }
         inputs.push(x);
-        inputs
+        (inputs, vision_states)
     };
 
     // The head: final norm, lm_head, loss.
@@ -130,17 +162,73 @@ where
         sum.add_gradients(model, full, &grads);
     }
 
-    // The embedding: only the vision path has parameters that may train.
-    let mut vision_trains = false;
-    if let Some(vision) = &mut model.vision_embed_tokens {
-        for_each_trainable(vision, full, &mut |_, _| vision_trains = true);
+    // The vision path, when it trains and this batch ran it (a batch without images or
+    // placeholders kept no state).
+    let (Some(keep_from), Some(top)) = (keep_from, vision_states.pop()) else {
+        return Ok(value);
+    };
+    // The image tail, from the last CLIP layer's output. That output needs a gradient only
+    // if a CLIP layer trains below it.
+    let layers_train = !vision_states.is_empty();
+    let top = Tensor::<B, 3>::from_inner(top);
+    let top = if layers_train {
+        top.require_grad()
+    } else {
+        top
+    };
+    let embeds = model.embed_with(input_ids, images, |vision, images| {
+        let features = vision.img_processor.select_features(top.clone());
+        Ok(vision.tokens_from_features(features, &images.grids))
+    })?;
+    let grads = surrogate(embeds, grad_out).backward();
+    sum.add_gradients(model, full, &grads);
+    if !layers_train {
+        return Ok(value);
     }
-    if vision_trains && images.is_some() {
-        let embeds = model.embed(input_ids, images)?;
-        let grads = surrogate(embeds, grad_out).backward();
+    let mut grad_out = top.grad(&grads).expect("the tower's output has a gradient");
+    drop(grads);
+
+    // Each CLIP layer, last to first, down to the lowest one that trains; its input needs
+    // no gradient.
+    let top_layer = keep_from + vision_states.len();
+    for i in (keep_from..top_layer).rev() {
+        let x = Tensor::<B, 3>::from_inner(vision_states.pop().expect("a CLIP layer input"));
+        let x = if i > keep_from { x.require_grad() } else { x };
+        let vision = model
+            .vision_embed_tokens
+            .as_ref()
+            .expect("the vision path ran");
+        let out = vision.img_processor.layers[i].forward(x.clone());
+        let grads = surrogate(out, grad_out.clone()).backward();
+        if i > keep_from {
+            grad_out = x.grad(&grads).expect("a CLIP layer input has a gradient");
+        }
         sum.add_gradients(model, full, &grads);
     }
     Ok(value)
+}
+
+/// The index of the lowest CLIP encoder layer with a trainable tensor (the layer count if
+/// only the projection trains), or `None` if nothing of the vision path trains (a frozen
+/// tower, a text-only model). The CLIP embeddings hold no linear layer, so they never
+/// train and no gradient needs to reach below the lowest trained layer.
+fn vision_keep_from<B: AutodiffBackend>(model: &mut Phi3V<B>, full: &[String]) -> Option<usize> {
+    let vision = model.vision_embed_tokens.as_mut()?;
+    let layers = &mut vision.img_processor.layers;
+    let n = layers.len();
+    if let Some(lowest) = layers.iter_mut().position(|layer| trains(layer, full)) {
+        return Some(lowest);
+    }
+    let tail =
+        trains(&mut vision.img_projection_0, full) || trains(&mut vision.img_projection_2, full);
+    tail.then_some(n)
+}
+
+/// Whether `module` holds a trainable tensor (an adapter, or a fully trained layer).
+fn trains<B: AutodiffBackend, M: NamedLinears<B>>(module: &mut M, full: &[String]) -> bool {
+    let mut any = false;
+    for_each_trainable(module, full, &mut |_, _| any = true);
+    any
 }
 
 /// `sum(out * grad_out)`: its gradient with respect to `out` is `grad_out`.

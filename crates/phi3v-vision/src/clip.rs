@@ -258,12 +258,52 @@ impl<B: AttentionBackend> ClipVisionTower<B> {
     /// - `pixels`: `[n, channels, image_size, image_size]`
     /// - returns `[n, (image_size / patch)^2, hidden]`
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
-        let mut x = self.pre_layrnorm.forward(self.embeddings.forward(pixels));
-        for layer in &self.layers {
+        self.forward_visiting(pixels, |_, _| {})
+    }
+
+    /// [`Self::forward`], showing `visit` each encoder layer's input with the layer's
+    /// index, then the last layer's output with index `layers.len()`. Activation
+    /// recomputation keeps these hidden states (computed without a graph) to rerun the
+    /// tower layer by layer in its backward pass, so both paths share this one loop.
+    ///
+    /// # Shapes
+    /// - `pixels`: `[n, channels, image_size, image_size]`
+    /// - each visited state: `[n, 1 + (image_size / patch)^2, hidden]`
+    /// - returns `[n, (image_size / patch)^2, hidden]`
+    pub fn forward_visiting(
+        &self,
+        pixels: Tensor<B, 4>,
+        mut visit: impl FnMut(usize, &Tensor<B, 3>),
+    ) -> Tensor<B, 3> {
+        let mut x = self.embed_patches(pixels);
+        for (i, layer) in self.layers.iter().enumerate() {
+            visit(i, &x);
             x = layer.forward(x);
         }
-        let [n, s, h] = x.dims();
-        x.slice([0..n, 1..s, 0..h])
+        visit(self.layers.len(), &x);
+        self.select_features(x)
+    }
+
+    /// The encoder's input: patch, class and position embeddings, then `pre_layrnorm`.
+    /// Public so that a caller can run the tower piecewise (layer by layer).
+    ///
+    /// # Shapes
+    /// - `pixels`: `[n, channels, image_size, image_size]`
+    /// - returns `[n, 1 + (image_size / patch)^2, hidden]`
+    pub fn embed_patches(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
+        self.pre_layrnorm.forward(self.embeddings.forward(pixels))
+    }
+
+    /// The features Phi-3-V reads from the output of the last layer held (the weights'
+    /// second-to-last): the patch tokens, class token dropped. No norm follows, as the
+    /// reference reads `hidden_states[-2]` before `post_layernorm`.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[n, 1 + grid^2, hidden]`
+    /// - returns `[n, grid^2, hidden]`
+    pub fn select_features(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [n, s, h] = hidden.dims();
+        hidden.slice([0..n, 1..s, 0..h])
     }
 }
 

@@ -123,6 +123,37 @@ impl<B: AttentionBackend> ImageEmbedding<B> {
         tiles: Tensor<B, 4>,
         grids: &[(usize, usize)],
     ) -> Result<Vec<Tensor<B, 2>>, VisionError> {
+        self.forward_visiting(tiles, grids, |_, _| {})
+    }
+
+    /// [`Self::forward`], showing `visit` the tower's hidden states as
+    /// [`ClipVisionTower::forward_visiting`] does (each layer's input, then the last
+    /// layer's output), for activation recomputation.
+    ///
+    /// # Shapes
+    /// - `tiles`: `[sum over images of (1 + h w), channels, image_size, image_size]`
+    /// - each visited state: `[tiles, 1 + grid^2, C]`
+    /// - returns per image `[image_token_count(h, w, g), hidden]`
+    pub fn forward_visiting(
+        &self,
+        tiles: Tensor<B, 4>,
+        grids: &[(usize, usize)],
+        visit: impl FnMut(usize, &Tensor<B, 3>),
+    ) -> Result<Vec<Tensor<B, 2>>, VisionError> {
+        self.check_tiles(&tiles, grids)?;
+        let features = self.img_processor.forward_visiting(tiles, visit);
+        Ok(self.tokens_from_features(features, grids))
+    }
+
+    /// Checks that `tiles` holds exactly the real tiles of `grids`, at the tower's size.
+    ///
+    /// # Shapes
+    /// - `tiles`: `[sum over images of (1 + h w), channels, image_size, image_size]`
+    pub fn check_tiles(
+        &self,
+        tiles: &Tensor<B, 4>,
+        grids: &[(usize, usize)],
+    ) -> Result<(), VisionError> {
         let [n, _, size, _] = tiles.dims();
         let expected: usize = grids.iter().map(|(h, w)| 1 + h * w).sum();
         let config = self.img_processor.config();
@@ -132,7 +163,23 @@ impl<B: AttentionBackend> ImageEmbedding<B> {
                 config.image_size
             )));
         }
-        let merged = merge_2x2(self.img_processor.forward(tiles));
+        Ok(())
+    }
+
+    /// Everything after the tower: the 2x2 merge, the crop grid with its separators and
+    /// the projection. Separate from [`Self::forward`] so that activation recomputation
+    /// can rerun it as one segment from the tower's saved output.
+    ///
+    /// # Shapes
+    /// - `features`: `[tiles, grid^2, C]`, the tower's output for the tiles of `grids`
+    /// - `grids`: `(h, w)` per image
+    /// - returns per image `[image_token_count(h, w, g), hidden]`
+    pub fn tokens_from_features(
+        &self,
+        features: Tensor<B, 3>,
+        grids: &[(usize, usize)],
+    ) -> Vec<Tensor<B, 2>> {
+        let merged = merge_2x2(features);
         let [_, g, _, c4] = merged.dims();
         let mut sequences = Vec::with_capacity(grids.len());
         let mut offset = 0;
@@ -161,14 +208,14 @@ impl<B: AttentionBackend> ImageEmbedding<B> {
         let projected = self.project(Tensor::cat(sequences, 0));
         let hidden = projected.dims()[1];
         let mut start = 0;
-        Ok(lengths
+        lengths
             .into_iter()
             .map(|len| {
                 let piece = projected.clone().slice([start..start + len, 0..hidden]);
                 start += len;
                 piece
             })
-            .collect())
+            .collect()
     }
 
     /// Appends `sub_GN` to every row of a grid.

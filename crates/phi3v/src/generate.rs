@@ -70,7 +70,10 @@ pub fn generate_batch<B: AttentionBackend>(
         Tensor::<B, 2, Int>::from_data(TensorData::new(v, [rows, cols]), &device)
     };
     let mut mask_cols = mask;
-    let mut cache = model.decoder.new_cache();
+    // Padded prompt plus every decode column: the cache is allocated once, never regrown.
+    let mut cache = model
+        .decoder
+        .new_cache_with_capacity(width + options.max_new_tokens);
     let mut hidden = model.forward_hidden(
         int2(ids, width),
         images,

@@ -12,7 +12,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use phi3_decoder::{ForwardOptions, Phi3Model};
 use phi3v_nn::{AttentionBackend, Linear, NamedLinears, WeightsView};
-use phi3v_vision::ImageEmbedding;
+use phi3v_vision::{ImageEmbedding, VisionError};
 
 use crate::config::Phi3VConfig;
 use crate::error::Phi3VError;
@@ -77,6 +77,30 @@ impl<B: AttentionBackend> Phi3V<B> {
         input_ids: Tensor<B, 2, Int>,
         images: Option<&ImageInput<B>>,
     ) -> Result<Tensor<B, 3>, Phi3VError> {
+        self.embed_with(input_ids, images, |vision, images| {
+            vision.forward(images.tiles.clone(), &images.grids)
+        })
+    }
+
+    /// [`Self::embed`] with the image tokens computed by `image_tokens` (called only when
+    /// the input has placeholders, with the vision path and the images). Activation
+    /// recomputation passes a closure that keeps the tower's hidden states, or one that
+    /// reruns only the part after the tower; the placeholder checks and the scatter stay
+    /// in one place.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, seq]`; image `k`'s tokens are `-k`
+    /// - `image_tokens` returns per image `[tokens, hidden]`, in text order
+    /// - returns `[batch, seq, hidden]`
+    pub fn embed_with(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        images: Option<&ImageInput<B>>,
+        image_tokens: impl FnOnce(
+            &ImageEmbedding<B>,
+            &ImageInput<B>,
+        ) -> Result<Vec<Tensor<B, 2>>, VisionError>,
+    ) -> Result<Tensor<B, 3>, Phi3VError> {
         let [batch, seq] = input_ids.dims();
         let ids: Vec<i64> = input_ids
             .to_data()
@@ -107,7 +131,7 @@ impl<B: AttentionBackend> Phi3V<B> {
                 )))
             }
         };
-        let features = Tensor::cat(vision.forward(images.tiles.clone(), &images.grids)?, 0);
+        let features = Tensor::cat(image_tokens(vision, images)?, 0);
         let [count, hidden] = features.dims();
         if count != placeholders.len() {
             return Err(Phi3VError::Input(format!(
