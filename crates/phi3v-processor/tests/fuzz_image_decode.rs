@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
 use phi3v_processor::image_processor::{decode_image_with_limits, DecodeLimits};
+use phi3v_testkit::mutate::{apply_bytes, byte_edit, Edit};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -71,28 +72,11 @@ fn fixtures() -> &'static [Vec<u8>] {
 /// One edit of a file. Positions and lengths are taken modulo the file's length.
 #[derive(Debug, Clone)]
 enum Mutation {
-    FlipBit {
-        at: usize,
-        bit: u8,
-    },
-    SetByte {
-        at: usize,
-        value: u8,
-    },
-    Truncate {
-        at: usize,
-    },
+    /// A plain byte edit, shared with the other fuzz tests (phi3v-testkit).
+    Bytes(Edit),
     Overwrite {
         at: usize,
         bytes: Vec<u8>,
-    },
-    Insert {
-        at: usize,
-        bytes: Vec<u8>,
-    },
-    Delete {
-        at: usize,
-        len: usize,
     },
     /// A chunk of another fixture written over this one (headers, tables, scans mixed).
     Splice {
@@ -106,15 +90,11 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     let at = any::<usize>();
     prop_oneof![
-        3 => (at, 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
-        2 => (at, prop_oneof![Just(0xFF), Just(0x00), any::<u8>()])
-            .prop_map(|(at, value)| Mutation::SetByte { at, value }),
-        1 => at.prop_map(|at| Mutation::Truncate { at }),
+        7 => byte_edit().prop_map(Mutation::Bytes),
+        2 => (at, prop_oneof![Just(0xFF), Just(0x00)])
+            .prop_map(|(at, value)| Mutation::Bytes(Edit::SetByte { at, value })),
         1 => (at, proptest::collection::vec(any::<u8>(), 1..16))
             .prop_map(|(at, bytes)| Mutation::Overwrite { at, bytes }),
-        1 => (at, proptest::collection::vec(any::<u8>(), 1..16))
-            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-        1 => (at, 1usize..64).prop_map(|(at, len)| Mutation::Delete { at, len }),
         1 => (any::<usize>(), any::<usize>(), at, 1usize..256)
             .prop_map(|(donor, from, at, len)| Mutation::Splice { donor, from, at, len }),
     ]
@@ -126,21 +106,11 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
     }
     let n = bytes.len();
     match m {
-        Mutation::FlipBit { at, bit } => bytes[at % n] ^= 1 << bit,
-        Mutation::SetByte { at, value } => bytes[at % n] = *value,
-        Mutation::Truncate { at } => bytes.truncate(at % n),
+        Mutation::Bytes(edit) => apply_bytes(bytes, edit),
         Mutation::Overwrite { at, bytes: new } => {
             let at = at % n;
             let end = (at + new.len()).min(n);
             bytes[at..end].copy_from_slice(&new[..end - at]);
-        }
-        Mutation::Insert { at, bytes: new } => {
-            let at = at % (n + 1);
-            bytes.splice(at..at, new.iter().copied());
-        }
-        Mutation::Delete { at, len } => {
-            let at = at % n;
-            bytes.drain(at..(at + len).min(n));
         }
         Mutation::Splice {
             donor,

@@ -123,7 +123,8 @@ fn float_bits() -> impl Strategy<Value = u32> {
     ]
 }
 
-fn byte_edit() -> impl Strategy<Value = Edit> {
+/// One plain byte edit (bit flip, byte write, truncation, insertion, removal), for any file.
+pub fn byte_edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Edit::FlipBit { at, bit }),
         (any::<usize>(), any::<u8>()).prop_map(|(at, value)| Edit::SetByte { at, value }),
@@ -220,7 +221,9 @@ fn header(bytes: &[u8]) -> Option<usize> {
     (n <= bytes.len() - 8).then_some(n)
 }
 
-fn apply_bytes(bytes: &mut Vec<u8>, edit: &Edit) {
+/// Applies a plain byte edit; the structured edits (numbers, strings, floats, lengths) are
+/// left to [`apply_safetensors`] and [`apply_json`] and do nothing here.
+pub fn apply_bytes(bytes: &mut Vec<u8>, edit: &Edit) {
     let len = bytes.len();
     match *edit {
         Edit::FlipBit { at, bit } if len > 0 => bytes[at % len] ^= 1 << bit,
