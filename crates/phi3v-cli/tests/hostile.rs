@@ -148,21 +148,11 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Every file under `paths` with its bytes (a file path stands for itself).
-fn snapshot(paths: &[PathBuf]) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(path: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        if path.is_dir() {
-            for entry in std::fs::read_dir(path).unwrap() {
-                walk(&entry.unwrap().path(), out);
-            }
-        } else if path.exists() {
-            out.insert(path.to_path_buf(), std::fs::read(path).unwrap());
-        }
-    }
-    let mut out = BTreeMap::new();
-    for p in paths {
-        walk(p, &mut out);
-    }
-    out
+fn snapshot(paths: &[PathBuf]) -> Vec<BTreeMap<PathBuf, Vec<u8>>> {
+    paths
+        .iter()
+        .map(|p| phi3v_testkit::files::snapshot(p))
+        .collect()
 }
 
 /// What a case must end with.

@@ -3,6 +3,7 @@
 
 mod common;
 
+use phi3v_testkit::files::snapshot;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::Path;
@@ -220,25 +221,6 @@ fn split_is_deterministic_and_disjoint_by_product() {
     let reversed = split_by_product(items.into_iter().rev(), code, &split_config);
     let reversed_validation: HashSet<_> = reversed.validation.iter().map(code).collect();
     assert_eq!(reversed_validation, validation);
-}
-
-/// Every file under `dir` with its bytes, by path relative to `dir`.
-fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                files.push((path.strip_prefix(dir).unwrap().to_path_buf(), bytes));
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 /// The names in `dir`, sorted.

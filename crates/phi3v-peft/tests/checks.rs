@@ -5,11 +5,13 @@
 
 mod common;
 
+use phi3v_testkit::files::snapshot;
+
 use std::path::{Path, PathBuf};
 
 use common::{
-    edit_config, edit_tensors, load, read_tensors, seeded_logits, small_adapter, snapshot,
-    tiny_spec, write_model,
+    edit_config, edit_tensors, load, read_tensors, seeded_logits, small_adapter, tiny_spec,
+    write_model,
 };
 use phi3v_nn::NamedLinears;
 use phi3v_peft::{import_peft, merge_adapter, MergeOptions, PeftError, ADAPTER_CONFIG};

@@ -12,6 +12,7 @@
 //!   sizes of [`Preset`] (`tiny`, `wide`, `full`), streamed to disk by [`stream`].
 
 pub mod close;
+pub mod files;
 #[cfg(feature = "fuzz")]
 pub mod mutate;
 #[cfg(feature = "writer")]

@@ -1,10 +1,9 @@
 //! What the adapter tests share: tiny model dirs, adapters exported from them, edits of
-//! adapter files, and snapshots of folders to prove that nothing was touched.
+//! and adapter files (folder snapshots are phi3v-testkit's `files::snapshot`).
 
 // Each test binary uses its own part of the helpers.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
@@ -129,24 +128,6 @@ pub fn edit_config(adapter: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     edit(&mut json);
     std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-}
-
-/// Every file under `dir` (recursively) with its bytes, by relative path.
-pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                files.insert(path.strip_prefix(dir).unwrap().to_path_buf(), bytes);
-            }
-        }
-    }
-    files
 }
 
 /// Logits of a one-image prompt with a random image (2x2 crops), the same image for every
