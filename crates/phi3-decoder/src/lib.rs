@@ -42,6 +42,8 @@ pub use cache::KvCache;
 pub use config::{Phi3Config, Phi3ConfigJson, RopeScaling};
 pub use decoding::{DecodingConfig, TokenDecoder};
 pub use error::DecoderError;
-pub use generate::{generate, generate_from_embeds, GenerateOptions};
+pub use generate::{
+    generate, generate_from_embeds, generate_from_embeds_chunked, GenerateOptions, PREFILL_CHUNK,
+};
 pub use loss::IGNORE_INDEX;
 pub use model::{ForwardOptions, LayerContext, Phi3Model};

@@ -11,6 +11,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use phi3v_nn::MixedMatmul;
 
 use crate::model::Phi3Model;
 
@@ -94,7 +95,10 @@ impl<B: Backend> Phi3Model<B> {
     /// - `hidden`: `[batch, seq, hidden]`
     /// - `labels`: `[batch, seq]`
     /// - returns `[1]`; zero when no label counts
-    pub fn head_loss(&self, hidden: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    pub fn head_loss(&self, hidden: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1>
+    where
+        B: MixedMatmul,
+    {
         shifted_cross_entropy(hidden, &labels, |rows| self.lm_head.forward(rows))
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use phi3v_nn::{Linear, NamedLinears, WeightsError, WeightsView};
+use phi3v_nn::{Linear, MixedMatmul, NamedLinears, WeightsError, WeightsView};
 
 /// `down_proj(up * silu(gate))`, where `[gate, up] = gate_up_proj(x)`.
 #[derive(Module, Debug)]
@@ -40,7 +40,10 @@ impl<B: Backend> Phi3Mlp<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - returns `[batch, seq, hidden]`
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3>
+    where
+        B: MixedMatmul,
+    {
         let gate_up = self.gate_up_proj.forward(x);
         let [b, s, two_i] = gate_up.dims();
         let i = two_i / 2;

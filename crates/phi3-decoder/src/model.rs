@@ -11,7 +11,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
 
 use phi3v_nn::{
-    AttentionBackend, AttentionKernel, AttentionMask, Linear, NamedLinears, Weights, WeightsView,
+    AttentionBackend, AttentionKernel, AttentionMask, Linear, MixedMatmul, NamedLinears, Weights,
+    WeightsView,
 };
 
 use crate::cache::KvCache;
@@ -159,7 +160,10 @@ impl<B: Backend> Phi3Model<B> {
     /// # Shapes
     /// - `hidden`: `[batch, seq, hidden]`
     /// - returns `[batch, seq, vocab]`
-    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3>
+    where
+        B: MixedMatmul,
+    {
         self.lm_head.forward(hidden)
     }
 

@@ -14,7 +14,10 @@ use std::path::PathBuf;
 
 use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
-use phi3_decoder::{generate, ForwardOptions, GenerateOptions, KvCache, Phi3Config, Phi3Model};
+use phi3_decoder::{
+    generate, generate_from_embeds_chunked, ForwardOptions, GenerateOptions, KvCache, Phi3Config,
+    Phi3Model,
+};
 
 type B = Flex;
 
@@ -178,3 +181,23 @@ fn greedy_tokens_match_the_previous_cache_across_the_factor_switch() {
 
 /// What the concatenating cache (before preallocation) generated in the test above.
 const PREVIOUS_TINY_A: &[u32] = &[33, 314, 344, 99, 176, 260, 26, 128];
+
+/// A prompt prefilled a few positions at a time (chunks of 1, 3 and 5 over 7 positions,
+/// the last chunk short) generates what the one-shot prefill generates.
+#[test]
+fn chunked_prefill_equals_one_shot_prefill() {
+    let model = tiny_model();
+    let new = 10;
+    let embeds = || model.embed(ids(&prompt()));
+    let one_shot =
+        generate_from_embeds_chunked(&model, embeds(), &greedy_options(new), usize::MAX, |_| {});
+    assert!(
+        one_shot.iter().any(|&t| t != one_shot[0]),
+        "degenerate: {one_shot:?}"
+    );
+    for chunk in [1, 3, 5] {
+        let chunked =
+            generate_from_embeds_chunked(&model, embeds(), &greedy_options(new), chunk, |_| {});
+        assert_eq!(chunked, one_shot, "prefill in chunks of {chunk}");
+    }
+}

@@ -9,8 +9,10 @@ use std::process::ExitCode;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use phi3_decoder::{DecodingConfig, GenerateOptions};
+use phi3v::nn::BaseDtype;
+use phi3v_cli::train_args::base_dtype_parser;
 use phi3v_cli::{with_backend, BackendChoice};
-use phi3v_data::sample_data::SampleImageFormat;
+use phi3v_data::sample_data::{SampleImageFormat, SamplePreset};
 
 /// Phi-3-Vision in Rust: generate text about images, check a model dir against the
 /// Python reference, make sample data, fine-tune, evaluate and merge adapters.
@@ -63,6 +65,11 @@ enum Command {
         /// Also print the generated token ids.
         #[arg(long)]
         print_ids: bool,
+        /// How the model's large matrices are held: bf16 halves the memory (products
+        /// still accumulate in f32), f32 keeps the weights exact, auto is bf16 where the
+        /// backend can hold it.
+        #[arg(long, default_value = "auto", value_parser = base_dtype_parser())]
+        base_dtype: BaseDtype,
     },
     /// Write the input ids and logits of one forward pass to a safetensors file.
     ///
@@ -85,6 +92,11 @@ enum Command {
         /// Replace --out if it exists.
         #[arg(long)]
         overwrite: bool,
+        /// How the model's large matrices are held (bf16, f32 or auto). The forward
+        /// computes in f32 either way; f32, the default, gives the reference's weights
+        /// exactly.
+        #[arg(long, default_value = "f32", value_parser = base_dtype_parser())]
+        base_dtype: BaseDtype,
     },
     /// Write a synthetic product catalogue (parquet with the Burberry schema, plus drawn
     /// product photos) for testing and learning without real data.
@@ -108,6 +120,10 @@ enum Command {
         /// Picture encoding.
         #[arg(long, default_value = "png", value_parser = PossibleValuesParser::new(SampleImageFormat::NAMES).try_map(|s| s.parse::<SampleImageFormat>()))]
         format: SampleImageFormat,
+        /// Which catalogue: burberry (the Burberry schema; the built-in task and
+        /// tasks/burberry.toml) or furniture (name, type, width_cm; tasks/furniture.toml).
+        #[arg(long, default_value = "burberry", value_parser = PossibleValuesParser::new(SamplePreset::NAMES).try_map(|s| s.parse::<SamplePreset>()))]
+        preset: SamplePreset,
     },
     /// Fine-tune with LoRA adapters on a product catalogue.
     ///
@@ -127,6 +143,9 @@ enum Command {
         /// Catalogue file (parquet, CSV, JSON lines).
         #[arg(long)]
         data: PathBuf,
+        /// A task file (see docs/tasks.md); without it, the built-in Burberry task.
+        #[arg(long)]
+        task: Option<PathBuf>,
         /// Crops of the HD image transform, 1 to 64 (overrides the model's preprocessor
         /// config).
         #[arg(long)]
@@ -145,6 +164,11 @@ enum Command {
         /// Replace eval.json in a non-empty --out.
         #[arg(long)]
         overwrite: bool,
+        /// How the model's large matrices are held: bf16 halves the memory (products
+        /// still accumulate in f32), f32 keeps the weights exact, auto is bf16 where the
+        /// backend can hold it.
+        #[arg(long, default_value = "auto", value_parser = base_dtype_parser())]
+        base_dtype: BaseDtype,
     },
     /// Fold a PEFT adapter into a model dir: a full model in the Hugging Face layout.
     ///
@@ -178,6 +202,7 @@ fn main() -> ExitCode {
             top_p,
             seed,
             print_ids,
+            base_dtype,
         } => {
             let request = cli::generate::Request {
                 model,
@@ -194,6 +219,7 @@ fn main() -> ExitCode {
                     },
                 },
                 print_ids,
+                base_dtype,
             };
             run_generate(cli.backend, request).map_err(Into::into)
         }
@@ -203,7 +229,8 @@ fn main() -> ExitCode {
             image,
             out,
             overwrite,
-        } => cli::logits::run(&model, &prompt, &image, &out, overwrite),
+            base_dtype,
+        } => cli::logits::run(&model, &prompt, &image, &out, overwrite, base_dtype),
         Command::SampleData {
             rows,
             seed,
@@ -212,6 +239,7 @@ fn main() -> ExitCode {
             faults,
             image_size,
             format,
+            preset,
         } => cli::sample::run(cli::sample::Options {
             rows,
             seed,
@@ -220,6 +248,7 @@ fn main() -> ExitCode {
             faults,
             image_size,
             format,
+            preset,
         })
         .map_err(Into::into),
         Command::Train(args) => cli::train::run(cli.backend, &args).map_err(Into::into),
@@ -227,15 +256,18 @@ fn main() -> ExitCode {
             model,
             adapter,
             data,
+            task,
             num_crops,
             samples,
             val_fraction,
             max_new_tokens,
             out,
             overwrite,
+            base_dtype,
         } => cli::train::eval(
             cli.backend,
             overwrite,
+            task.as_deref(),
             &phi3v_train::job::EvalJob {
                 model,
                 adapter,
@@ -249,6 +281,7 @@ fn main() -> ExitCode {
                 batch_size: 8,
                 max_new_tokens,
                 out,
+                base_dtype,
             },
         ),
         Command::Merge {

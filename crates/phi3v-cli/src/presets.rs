@@ -37,6 +37,8 @@ pub enum DataSource {
 pub struct JobSpec {
     pub model: ModelSource,
     pub data: DataSource,
+    /// A task file (`--task`); without one, the built-in Burberry task.
+    pub task: Option<PathBuf>,
     pub settings: JobSettings,
 }
 

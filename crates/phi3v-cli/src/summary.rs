@@ -9,7 +9,13 @@ use phi3v_train::trainer::RunSummary;
 /// The scores of an evaluation, one line each:
 /// `category accuracy   0.965  beats majority class (Scarves) at 0.245`.
 pub fn format_scores(metrics: &EvalMetrics) -> String {
-    let mut out = format!("{:<20}{:.4}\n", "validation loss", metrics.val_loss);
+    // 20 columns, or more for a task's longer labels (`width_cm parse failures`).
+    let w = metrics
+        .scores
+        .iter()
+        .map(|s| s.label.chars().count() + 1)
+        .fold(20, usize::max);
+    let mut out = format!("{:<w$}{:.4}\n", "validation loss", metrics.val_loss);
     for s in &metrics.scores {
         let d = s.decimals;
         let value = format!("{:.d$}", s.value);
@@ -22,7 +28,10 @@ pub fn format_scores(metrics: &EvalMetrics) -> String {
             ),
             _ => value,
         };
-        out.push_str(&format!("{:<20}{line}\n", s.label));
+        out.push_str(&format!("{:<w$}{line}\n", s.label));
+    }
+    for verdict in metrics.field_verdicts() {
+        out.push_str(&format!("field {verdict}\n"));
     }
     out
 }

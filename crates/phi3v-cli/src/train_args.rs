@@ -31,10 +31,15 @@ pub struct TrainArgs {
     /// `tokenizer.json` for the tiny random model (the Phi-3 vocabulary).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// A catalogue (parquet, CSV, JSON lines) with the Burberry columns, e.g. the Burberry
-    /// parquet. Without it a synthetic catalogue is generated into RUN_DIR/sample-data.
+    /// A catalogue (parquet, CSV, JSON lines): with the columns --task names, or without
+    /// --task the Burberry columns. Without it a synthetic Burberry catalogue is generated
+    /// into RUN_DIR/sample-data.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// A task file (TOML: image and group columns, prompt and answer templates, a type per
+    /// answer field; see docs/tasks.md). Without it, the built-in Burberry task.
+    #[arg(long)]
+    pub task: Option<PathBuf>,
     /// Rows of the generated sample catalogue (about 15% of them become the validation
     /// split, every item of which the tiny preset scores).
     #[arg(long, default_value_t = 1000)]
@@ -120,7 +125,7 @@ pub struct TrainArgs {
     /// Storage of the frozen base's matrices: bf16 halves the model's memory (adapters,
     /// activations and optimizer state stay f32); auto is bf16 where the backend supports
     /// it. Default: f32 for the tiny random model, auto with --model.
-    #[arg(long, value_parser = PossibleValuesParser::new(BaseDtype::NAMES).try_map(|s| s.parse::<BaseDtype>()))]
+    #[arg(long, value_parser = base_dtype_parser())]
     pub base_dtype: Option<BaseDtype>,
     /// Recompute each decoder layer in the backward pass instead of keeping its
     /// activations (memory of one layer instead of all, for a second forward pass). Needs
@@ -205,6 +210,7 @@ impl TrainArgs {
         Ok(JobSpec {
             model,
             data,
+            task: self.task.clone(),
             settings: JobSettings {
                 run_dir: self.run_dir.clone(),
                 train,
@@ -225,4 +231,9 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *slot = v;
     }
+}
+
+/// The parser of `--base-dtype`, shared by every command that loads a model.
+pub fn base_dtype_parser() -> impl TypedValueParser<Value = BaseDtype> {
+    PossibleValuesParser::new(BaseDtype::NAMES).try_map(|s| s.parse::<BaseDtype>())
 }

@@ -4,14 +4,16 @@
 
 use std::path::Path;
 
+use phi3v_data::catalogue::CatalogueItem;
 use phi3v_io::{check_disjoint, Role};
 use phi3v_nn::AttentionBackend;
 use phi3v_train::job::{check_settings, run_job, JobConfig};
-use phi3v_train::{BurberryTask, RunSummary, TrainError};
+use phi3v_train::{BurberryTask, RunSummary, Task, TemplateTask, TrainError};
 
 use crate::presets::{DataSource, JobSpec, ModelSource};
 
-/// Runs `spec` on backend `B`.
+/// Runs `spec` on backend `B`, for the task its task file describes (checked before
+/// anything is written), or the built-in Burberry task without one.
 ///
 /// Before anything is written, every setting and the run folder are checked
 /// ([`check_settings`]: a folder holding another run is refused without `--resume`), and the
@@ -28,9 +30,25 @@ pub fn run_training<B: AttentionBackend>(
 ) -> Result<(JobConfig, RunSummary), TrainError> {
     check_inputs(&spec)?;
     check_settings(&spec.settings)?;
+    match &spec.task {
+        Some(path) => {
+            let task = TemplateTask::load(path)?;
+            run_prepared::<B, _>(spec, task, device)
+        }
+        None => run_prepared::<B, _>(spec, BurberryTask::default(), device),
+    }
+}
+
+/// Writes what the presets need and runs the job for `task`; takes back what was written if
+/// the run never started.
+fn run_prepared<B: AttentionBackend, T: Task<Item = CatalogueItem>>(
+    spec: JobSpec,
+    task: T,
+    device: B::Device,
+) -> Result<(JobConfig, RunSummary), TrainError> {
     let prepared = spec.prepare()?;
     let job = prepared.job.clone();
-    match run_job::<B, _>(BurberryTask::default(), &job, device) {
+    match run_job::<B, _>(task, &job, device) {
         Ok(summary) => Ok((job, summary)),
         Err(e) => {
             if !job.settings.run_dir.join("job.json").exists() {
@@ -54,6 +72,9 @@ fn check_inputs(spec: &JobSpec) -> Result<(), TrainError> {
     }
     if let DataSource::Catalogue(data) = &spec.data {
         inputs.push(Role::new("--data", data));
+    }
+    if let Some(task) = &spec.task {
+        inputs.push(Role::new("--task", task));
     }
     Ok(check_disjoint(Role::new("--run-dir", run_dir), &inputs)?)
 }

@@ -100,6 +100,20 @@ pub enum DataError {
         available: String,
     },
 
+    /// A record column none of whose cells holds what it must (a number column of words):
+    /// the column, not its rows, is wrong.
+    #[error("catalogue {path}, column `{column}` cannot hold {expected}: no row has one (for example {example})")]
+    ColumnValues {
+        /// The catalogue file.
+        path: PathBuf,
+        /// The column.
+        column: String,
+        /// What it should hold (`a number`).
+        expected: String,
+        /// One cell and where it is (`line 2: "Oak Chair"`).
+        example: String,
+    },
+
     /// A catalogue column has a type that cannot be read for its role.
     #[error("catalogue {path}, column `{column}`: type {found} cannot be read as {expected}")]
     ColumnType {

@@ -17,7 +17,9 @@
 //!   [`LoadOptions`](catalogue::LoadOptions), empty categories, cells of the wrong type, image
 //!   paths outside the catalogue's folder) are dropped and reported, and what one file can
 //!   make the loader read is bounded. A [`catalogue::Product`] fills prompt templates
-//!   ([`phi3v_processor::prompt::Fields`]).
+//!   ([`phi3v_processor::prompt::Fields`]). With a
+//!   [`RecordLayout`](catalogue::RecordLayout) (a task file's columns), rows are read as
+//!   [`Record`](catalogue::Record)s of any named columns instead.
 //! - [`images`]: image downloads (bounded thread pool, timeout, retries, redirect limit, rustls)
 //!   into an atomic on-disk cache keyed by URL, one size limit for every image read, the one
 //!   entry point for an image a user names
@@ -25,9 +27,10 @@
 //! - [`report`]: every dropped row with its index, product code and [`report::DropReason`];
 //!   JSON file and one-line summary.
 //! - [`split`]: deterministic, seeded train/validation split by product code.
-//! - [`sample_data`]: the sample-catalogue generator (Burberry schema, procedural product
-//!   photos, optional injected faults), written as a whole folder that replaces an existing
-//!   one only on request; the `phi3v sample-data` command runs it.
+//! - [`sample_data`]: the sample-catalogue generator (the Burberry schema with optional
+//!   injected faults, or the furniture preset's other columns; procedural photos), written as
+//!   a whole folder that replaces an existing one only on request; the `phi3v sample-data`
+//!   command runs it.
 //! - [`error`]: [`DataError`], the crate's error type (processor errors convert into it).
 
 pub mod catalogue;

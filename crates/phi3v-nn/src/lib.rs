@@ -10,8 +10,11 @@
 //! weights' tensor list, and every [`Linear`] knows its Hugging Face module name.
 
 pub mod attention;
+pub mod base_dtype;
 pub mod linear;
 pub mod lora;
+pub mod memory;
+pub mod mixed;
 pub mod named;
 pub mod view;
 pub mod weights;
@@ -19,8 +22,10 @@ pub mod weights;
 pub use attention::{
     attention, causal_mask, naive_attention, AttentionBackend, AttentionKernel, AttentionMask,
 };
+pub use base_dtype::BaseDtype;
 pub use linear::Linear;
 pub use lora::{LoraAdapter, LoraConfig, LoraInit};
+pub use mixed::MixedMatmul;
 pub use named::NamedLinears;
 pub use view::{Init, Recorder, TensorSpec, WeightsView};
 pub use weights::{Weights, WeightsError};

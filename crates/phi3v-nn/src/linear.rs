@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::lora::LoraAdapter;
+use crate::mixed::MixedMatmul;
 use crate::view::{Init, WeightsView};
 use crate::weights::WeightsError;
 
@@ -86,35 +87,6 @@ impl<B: Backend> Linear<B> {
         (i, o)
     }
 
-    /// The base product runs in the weight's dtype: a frozen bf16 weight (see
-    /// [`Linear::cast_weight`]) multiplies a bf16 copy of `x`, and the product comes back
-    /// in `x`'s dtype. Under autodiff that keeps the saved operands bf16 (the weight itself
-    /// and a half-size copy of `x`) instead of an f32 copy of the weight per layer. The
-    /// bias and the adapter stay in `x`'s dtype.
-    ///
-    /// # Shapes
-    /// - `x`: `[..., d_input]`
-    /// - returns `[..., d_output]`
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let weight = self.weight.val();
-        let (x_dtype, w_dtype) = (x.dtype(), weight.dtype());
-        let bias = self.bias.as_ref().map(|b| b.val());
-        let base = if x_dtype == w_dtype {
-            burn::tensor::module::linear(x.clone(), weight, bias)
-        } else {
-            let y = burn::tensor::module::linear(x.clone().cast(float(w_dtype)), weight, None)
-                .cast(float(x_dtype));
-            match bias {
-                Some(b) => y + b.unsqueeze(),
-                None => y,
-            }
-        };
-        match &self.lora {
-            Some(lora) => base + lora.forward(x),
-            None => base,
-        }
-    }
-
     /// Stores the weight (not the bias) in `dtype`, keeping its parameter id. Used to hold
     /// a frozen base in bf16 while activations, biases and adapters stay f32.
     pub fn cast_weight(&mut self, dtype: FloatDType) {
@@ -134,6 +106,51 @@ impl<B: Backend> Linear<B> {
             bias: bias.map(Param::from_tensor),
             lora: None,
             name: String::new(),
+        }
+    }
+}
+
+impl<B: MixedMatmul> Linear<B> {
+    /// `x W + b (+ s (x A) B)`, in `x`'s dtype.
+    ///
+    /// A weight stored in a narrower dtype than `x` (a frozen bf16 base, see
+    /// [`Linear::cast_weight`]) goes through the backend's [`MixedMatmul`]: on flex the bf16
+    /// values are read in place and accumulated in f32, without an f32 copy of the weight,
+    /// and under autodiff the product is one node that saves nothing but the weight it
+    /// already holds. A narrow weight that still requires a gradient (not a frozen base)
+    /// takes the differentiable path: `x` rounded to the weight's dtype and back.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d_input]`
+    /// - returns `[..., d_output]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let weight = self.weight.val();
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let base = if x.dtype() == weight.dtype() {
+            burn::tensor::module::linear(x.clone(), weight, bias)
+        } else {
+            let y = if weight.is_require_grad() {
+                let x_dtype = float(x.dtype());
+                burn::tensor::module::linear(x.clone().cast(float(weight.dtype())), weight, None)
+                    .cast(x_dtype)
+            } else {
+                let dims = x.dims();
+                let [d_input, d_output] = weight.dims();
+                let rows = x
+                    .clone()
+                    .reshape([dims.iter().product::<usize>() / d_input, d_input]);
+                let mut out_dims = dims;
+                out_dims[D - 1] = d_output;
+                B::mixed_matmul(rows, weight).reshape(out_dims)
+            };
+            match bias {
+                Some(b) => y + b.unsqueeze(),
+                None => y,
+            }
+        };
+        match &self.lora {
+            Some(lora) => base + lora.forward(x),
+            None => base,
         }
     }
 }

@@ -2,18 +2,27 @@
 //!
 //! The reference model dirs ship their weights as bf16 shards with a
 //! `model.safetensors.index.json` that maps every tensor name to its shard. [`Weights`]
-//! memory-maps each shard once, reads every header up front (so a missing tensor is
-//! reported before any model is built), and hands out tensors converted to the backend's
-//! float type. Every error names the tensor and the file at fault.
+//! reads every header up front (so a missing tensor is reported before any model is built)
+//! and hands out tensors converted to the backend's float type. Every error names the
+//! tensor and the file at fault.
+//!
+//! Tensors are read with positioned reads, one at a time, never through a memory map: the
+//! pages of a mapped file count toward the process's resident memory for as long as the
+//! map lives, so loading a mapped 8.3 GB checkpoint held the file and the model at once.
+//! A read goes through the page cache, which the kernel can reclaim, and the only
+//! transient copy is the tensor being converted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Element, FloatDType, Int, Tensor, TensorData};
-use memmap2::Mmap;
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::{Dtype, Metadata};
+
+use crate::memory::MemoryNeed;
 
 /// Name of the index file of sharded weights.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -77,9 +86,9 @@ struct Entry {
     range: (usize, usize),
 }
 
-/// Memory-mapped safetensors weights (one file or several shards).
+/// Safetensors weights (one file or several shards), read tensor by tensor.
 pub struct Weights {
-    files: Vec<(PathBuf, Mmap)>,
+    files: Vec<(PathBuf, File)>,
     entries: HashMap<String, Entry>,
     /// Dtype of the large matrices ([`Weights::matrix`], [`Weights::linear_weight`]);
     /// `None` is the backend's float type.
@@ -188,27 +197,24 @@ impl Weights {
                 path: path.clone(),
                 source,
             })?;
-            // SAFETY: the map is read-only; weights modified while we read them are the
-            // same hazard as with any reader of the file.
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|source| WeightsError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            check_offsets(&mmap).map_err(|reason| WeightsError::BadFile {
-                path: path.clone(),
-                reason,
-            })?;
             let (header_len, metadata) =
-                SafeTensors::read_metadata(&mmap).map_err(|e| WeightsError::BadFile {
+                read_header(&file).map_err(|reason| WeightsError::BadFile {
                     path: path.clone(),
-                    reason: e.to_string(),
+                    reason,
                 })?;
+            let file_len = file
+                .metadata()
+                .map_err(|source| WeightsError::Io {
+                    path: path.clone(),
+                    source,
+                })?
+                .len() as usize;
             let start = 8 + header_len;
             for (name, info) in metadata.tensors() {
                 // Offsets are the file's claims: checked, not trusted, before any slice.
                 let (begin, end) = info.data_offsets;
                 let range = match (start.checked_add(begin), start.checked_add(end)) {
-                    (Some(b), Some(e)) if b <= e && e <= mmap.len() => (b, e),
+                    (Some(b), Some(e)) if b <= e && e <= file_len => (b, e),
                     _ => {
                         return Err(WeightsError::BadFile {
                             path: path.clone(),
@@ -229,7 +235,7 @@ impl Weights {
                     },
                 );
             }
-            files.push((path, mmap));
+            files.push((path, file));
         }
         Ok(Self {
             files,
@@ -291,14 +297,10 @@ impl Weights {
         Ok(&self.entry(name)?.shape)
     }
 
-    /// A tensor's entry, file and bytes, once its shape is checked against `expected`.
-    fn checked(
-        &self,
-        name: &str,
-        expected: &[usize],
-    ) -> Result<(&Entry, &PathBuf, &[u8]), WeightsError> {
+    /// A tensor's entry and file, once its shape is checked against `expected`.
+    fn checked(&self, name: &str, expected: &[usize]) -> Result<(&Entry, &PathBuf), WeightsError> {
         let entry = self.entry(name)?;
-        let (path, mmap) = &self.files[entry.file];
+        let path = &self.files[entry.file].0;
         if entry.shape != expected {
             return Err(WeightsError::Shape {
                 name: name.to_string(),
@@ -307,15 +309,38 @@ impl Weights {
                 expected: expected.to_vec(),
             });
         }
-        Ok((entry, path, &mmap[entry.range.0..entry.range.1]))
+        Ok((entry, path))
+    }
+
+    /// Reads a tensor's stored bytes into `dst` (exactly their length).
+    fn read_stored(&self, entry: &Entry, dst: &mut [u8]) -> Result<(), WeightsError> {
+        let (path, file) = &self.files[entry.file];
+        debug_assert_eq!(dst.len(), entry.range.1 - entry.range.0);
+        file.read_exact_at(dst, entry.range.0 as u64)
+            .map_err(|source| WeightsError::Io {
+                path: path.clone(),
+                source,
+            })
+    }
+
+    /// A tensor's stored bytes, once its shape is checked against `expected`.
+    fn stored_bytes(
+        &self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<(&Entry, &PathBuf, Vec<u8>), WeightsError> {
+        let (entry, path) = self.checked(name, expected)?;
+        let mut bytes = vec![0u8; entry.range.1 - entry.range.0];
+        self.read_stored(entry, &mut bytes)?;
+        Ok((entry, path, bytes))
     }
 
     /// Reads a float tensor as `f32` values, checking its shape.
     ///
     /// bf16, f16, f32 and f64 are accepted; any other dtype is an error naming the tensor.
     pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightsError> {
-        let (entry, path, bytes) = self.checked(name, expected)?;
-        decode_float(entry.dtype, bytes).ok_or_else(|| WeightsError::Dtype {
+        let (entry, path, bytes) = self.stored_bytes(name, expected)?;
+        decode_float(entry.dtype, &bytes).ok_or_else(|| WeightsError::Dtype {
             name: name.to_string(),
             path: path.clone(),
             dtype: format!("{:?}", entry.dtype),
@@ -325,10 +350,10 @@ impl Weights {
 
     /// Reads an integer tensor (i64 or i32) as `i64` values, checking its shape.
     pub fn read_i64(&self, name: &str, expected: &[usize]) -> Result<Vec<i64>, WeightsError> {
-        let (entry, path, bytes) = self.checked(name, expected)?;
+        let (entry, path, bytes) = self.stored_bytes(name, expected)?;
         match entry.dtype {
-            Dtype::I64 => Ok(decode(bytes, i64::from_le_bytes)),
-            Dtype::I32 => Ok(decode(bytes, |b: [u8; 4]| i32::from_le_bytes(b) as i64)),
+            Dtype::I64 => Ok(decode(&bytes, i64::from_le_bytes)),
+            Dtype::I32 => Ok(decode(&bytes, |b: [u8; 4]| i32::from_le_bytes(b) as i64)),
             other => Err(WeightsError::Dtype {
                 name: name.to_string(),
                 path: path.clone(),
@@ -384,7 +409,8 @@ impl Weights {
 
     /// Loads a large 2-D float tensor in the matrix dtype (see
     /// [`Weights::set_matrix_dtype`]). Each tensor is converted on its own, so loading never
-    /// holds more than one matrix in f32 beside the model.
+    /// holds more than one matrix in f32 beside the model; a bf16 matrix kept in bf16 is
+    /// read straight into the tensor's buffer, with no copy at all.
     pub fn matrix<B: Backend>(
         &self,
         name: &str,
@@ -393,6 +419,15 @@ impl Weights {
     ) -> Result<Tensor<B, 2>, WeightsError> {
         match self.matrix_dtype {
             None => self.tensor(name, shape, device),
+            Some(FloatDType::BF16) if self.entry(name)?.dtype == Dtype::BF16 => {
+                let (entry, _) = self.checked(name, &shape)?;
+                let mut values = vec![half::bf16::ZERO; shape[0] * shape[1]];
+                self.read_stored(entry, bf16_bytes_mut(&mut values))?;
+                Ok(Tensor::from_data(
+                    TensorData::new(values, shape),
+                    (device, DType::BF16),
+                ))
+            }
             Some(dtype) => {
                 let values = self.read_f32(name, &shape)?;
                 Ok(Tensor::from_data(
@@ -401,6 +436,49 @@ impl Weights {
                 ))
             }
         }
+    }
+
+    /// What loading every tensor will take: 2-D float tensors (the linear weights and
+    /// embeddings this type loads as matrices) in the matrix dtype, the rest in f32, and
+    /// the largest conversion in flight. An upper bound when the weights hold tensors that
+    /// the model does not use, or small 2-D tables that it keeps in f32.
+    pub fn memory_need(&self) -> MemoryNeed {
+        self.memory_need_as(self.matrix_dtype)
+    }
+
+    /// [`Weights::memory_need`] as if the matrix dtype were `matrix_dtype`.
+    pub fn memory_need_as(&self, matrix_dtype: Option<FloatDType>) -> MemoryNeed {
+        let matrix_bytes = match matrix_dtype {
+            Some(FloatDType::BF16 | FloatDType::F16) => 2,
+            _ => 4,
+        };
+        let mut need = MemoryNeed {
+            resident: 0,
+            transient: 0,
+        };
+        // An alias (see `resolve_alias`) names the same bytes twice: count them once.
+        let mut seen = std::collections::HashSet::new();
+        for entry in self.entries.values() {
+            if !seen.insert((entry.file, entry.range.0)) {
+                continue;
+            }
+            let numel: u64 = entry.shape.iter().map(|&d| d as u64).product();
+            let stored = (entry.range.1 - entry.range.0) as u64;
+            let resident = if entry.shape.len() == 2 {
+                numel * matrix_bytes
+            } else {
+                numel * 4
+            };
+            // Read as stored, then widened to f32 unless it is kept as stored.
+            let transient = if resident == stored {
+                0
+            } else {
+                stored + numel * 4
+            };
+            need.resident += resident;
+            need.transient = need.transient.max(transient);
+        }
+        need
     }
 
     /// Loads a PyTorch `nn.Linear` weight (`[out, in]`) as burn's `[in, out]`, in the
@@ -428,24 +506,50 @@ impl Weights {
     }
 }
 
+/// Reads and checks a safetensors header: its length in bytes and the tensors it lists.
+///
+/// This is safetensors' own `read_metadata` without the need for the whole file in memory:
+/// the header is read on its own and the data's extent is checked against the file's
+/// length.
+fn read_header(mut file: &File) -> Result<(usize, Metadata), String> {
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut prefix = [0u8; 8];
+    file.read_exact(&mut prefix)
+        .map_err(|_| "the file is too short to hold a safetensors header".to_string())?;
+    let header_len = u64::from_le_bytes(prefix);
+    if header_len > MAX_HEADER_BYTES {
+        return Err(format!(
+            "its header claims {header_len} bytes, more than the {MAX_HEADER_BYTES} \
+             safetensors allows"
+        ));
+    }
+    let Some(data_len) = (file_len - 8).checked_sub(header_len) else {
+        return Err(format!(
+            "its header claims {header_len} bytes, but the file holds {} after the length",
+            file_len - 8
+        ));
+    };
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|e| e.to_string())?;
+    check_offsets(&header, data_len)?;
+    let metadata: Metadata = serde_json::from_slice(&header).map_err(|e| e.to_string())?;
+    if metadata.data_len() as u64 != data_len {
+        return Err(format!(
+            "its tensors cover {} bytes of data, but the file holds {data_len}",
+            metadata.data_len()
+        ));
+    }
+    Ok((header_len as usize, metadata))
+}
+
+/// safetensors' limit on the header's size.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 /// Refuses a header whose tensors claim data past the end of the file, before safetensors
-/// reads it: its `read_metadata` adds the claimed data length to the header's without a
+/// parses it: its metadata check adds the claimed data length to the header's without a
 /// check, and panics (debug) or wraps (release) when a crafted header's offsets sum to
 /// nearly `usize::MAX`. Anything else wrong is left for safetensors to report.
-fn check_offsets(bytes: &[u8]) -> Result<(), String> {
-    let Some(prefix) = bytes.get(..8) else {
-        return Ok(());
-    };
-    let header_len = u64::from_le_bytes(prefix.try_into().unwrap_or_default());
-    // A header past the file's end, or past safetensors' 100 MB limit, is refused by it.
-    let Some(data_len) = (bytes.len() as u64 - 8).checked_sub(header_len) else {
-        return Ok(());
-    };
-    if header_len > 100_000_000 {
-        return Ok(());
-    }
-    // In bounds: header_len <= bytes.len() - 8.
-    let header = &bytes[8..8 + header_len as usize];
+fn check_offsets(header: &[u8], data_len: u64) -> Result<(), String> {
     let Ok(serde_json::Value::Object(tensors)) = serde_json::from_slice(header) else {
         return Ok(());
     };
@@ -526,6 +630,18 @@ pub fn save_f32(
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
+}
+
+/// The bytes of bf16 values, to read stored little-endian bf16 into.
+fn bf16_bytes_mut(values: &mut [half::bf16]) -> &mut [u8] {
+    // SAFETY: bf16 is a plain u16 with no padding, any byte pattern is a valid bf16, and
+    // safetensors' little-endian layout is the platform's (checked in `bytemuck_f32`).
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            values.as_mut_ptr() as *mut u8,
+            std::mem::size_of_val(values),
+        )
+    }
 }
 
 fn bytemuck_f32(values: &[f32]) -> &[u8] {

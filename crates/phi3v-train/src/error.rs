@@ -17,6 +17,9 @@ pub enum TrainError {
     /// there were and what the split did with them).
     #[error("{0}")]
     EmptySplit(String),
+    /// A task file that cannot describe a task (names the file and the key at fault).
+    #[error("task file {path}: {message}")]
+    TaskFile { path: PathBuf, message: String },
     /// A file that cannot be read or written.
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },

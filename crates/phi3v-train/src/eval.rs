@@ -34,6 +34,48 @@ impl EvalMetrics {
             .collect();
         !verdicts.is_empty() && verdicts.iter().all(|&b| b)
     }
+
+    /// For each field the scores are about ([`Score::field`]), in the order the fields come,
+    /// whether every one of its scores that has a baseline beats it.
+    pub fn field_verdicts(&self) -> Vec<FieldVerdict> {
+        let mut out: Vec<FieldVerdict> = Vec::new();
+        for score in &self.scores {
+            let (Some(field), Some(beats)) = (&score.field, score.beats_baseline()) else {
+                continue;
+            };
+            match out.iter_mut().find(|v| v.field == *field) {
+                Some(v) => v.beats_baselines &= beats,
+                None => out.push(FieldVerdict {
+                    field: field.clone(),
+                    beats_baselines: beats,
+                }),
+            }
+        }
+        out
+    }
+}
+
+/// Whether the model beats the trivial predictors on one field of the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldVerdict {
+    pub field: String,
+    /// Every score of the field that has a baseline beats it.
+    pub beats_baselines: bool,
+}
+
+impl std::fmt::Display for FieldVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.field,
+            if self.beats_baselines {
+                "beats its baselines"
+            } else {
+                "does NOT beat its baselines"
+            }
+        )
+    }
 }
 
 /// Token-weighted mean loss over the items at `indices`, in batches of `batch_size`.

@@ -32,7 +32,7 @@ use burn::tensor::backend::AutodiffBackend;
 use phi3v::processor::image_processor::ImageProcessor;
 use phi3v::processor::tokenize::Phi3Tokenizer;
 use phi3v::ModelDir;
-use phi3v_data::catalogue::{Catalogue, CatalogueItem};
+use phi3v_data::catalogue::CatalogueItem;
 use phi3v_data::images::{FetchConfig, ImageFetcher};
 use phi3v_data::report::{DropReason, Report};
 use phi3v_data::split::{split_by_product, SplitConfig};
@@ -45,6 +45,7 @@ use crate::dataset::{SkipReason, SkippedItem, TaskData};
 use crate::error::TrainError;
 use crate::eval::{evaluate, EvalMetrics};
 use crate::job_diff::{compare, StoredJob};
+use crate::precision::BaseDtype;
 use crate::run_dir::existing_run_files;
 use crate::task::Task;
 use crate::trainer::{require, RunLabels, RunSummary, TrainConfig, Trainer};
@@ -311,7 +312,11 @@ impl<T: Task<Item = CatalogueItem>> CheckedJob<T> {
         let job = &self.record.job;
         let settings = &job.settings;
         let run_dir = &settings.run_dir;
-        let matrix_dtype = settings.train.base_dtype.resolve::<B>(&device)?;
+        let matrix_dtype = settings
+            .train
+            .base_dtype
+            .resolve::<B>(&device)
+            .map_err(TrainError::Config)?;
         let data = self.data;
         let model = data
             .dir
@@ -494,7 +499,9 @@ pub fn load_data<T: Task<Item = CatalogueItem>>(
         progress: false,
         ..FetchConfig::default()
     };
-    let loaded = Catalogue::open(catalogue_path)?.load(&ImageFetcher::new(fetch)?)?;
+    let loaded = task
+        .catalogue(catalogue_path)?
+        .load(&ImageFetcher::new(fetch)?)?;
     let mut report = loaded.report;
     let products = |items: &[CatalogueItem]| {
         items
@@ -576,6 +583,8 @@ pub struct EvalJob {
     pub max_new_tokens: usize,
     /// Folder for `eval.json` (metrics, baselines and the table).
     pub out: PathBuf,
+    /// How the base's large matrices are held.
+    pub base_dtype: BaseDtype,
 }
 
 impl EvalJob {
@@ -644,7 +653,7 @@ pub fn run_eval<B: AttentionBackend, T: Task<Item = CatalogueItem>>(
         Some(DEFAULT_MAX_TOKENS),
     )?;
     data.require_both_sides(&job.data, &job.split)?;
-    let mut model = data.dir.load_model::<B>(&device)?;
+    let (mut model, _) = data.dir.load_model_as::<B>(&device, job.base_dtype)?;
     if let Some(adapter) = &job.adapter {
         phi3v_peft::import_peft(&mut model, adapter, &device)?;
     }

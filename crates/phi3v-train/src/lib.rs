@@ -37,5 +37,5 @@ pub use error::TrainError;
 pub use optim::{AdamW, AdamWConfig, Schedule, ScheduleKind};
 pub use precision::BaseDtype;
 pub use task::{Baseline, Score, Task, TaskItem};
-pub use tasks::BurberryTask;
+pub use tasks::{BurberryTask, TaskFile, TemplateTask};
 pub use trainer::{RunSummary, TrainConfig, Trainer};

@@ -6,8 +6,10 @@
 //! score must beat. The Burberry catalogue task ([`crate::tasks::burberry`]) is one
 //! implementation; nothing outside it knows about titles, categories or prices.
 
+use std::path::Path;
+
 use phi3v::processor::prompt::RenderedPrompt;
-use phi3v_data::catalogue::CatalogueItem;
+use phi3v_data::catalogue::{Catalogue, CatalogueItem};
 use phi3v_data::images::ReadyImage;
 use phi3v_track::FieldCell;
 use serde::{Deserialize, Serialize};
@@ -47,6 +49,14 @@ pub trait Task: Send + Sync {
 
     /// A short name for logs and the report (`burberry`).
     fn name(&self) -> &str;
+    /// The catalogue at `path` as this task reads it: which columns, and what each must
+    /// hold. The default reads the data crate's default column mapping; a task over other
+    /// columns says which (see [`crate::tasks::TemplateTask`]). Errors of the file as a
+    /// whole (a column the task needs is missing) surface when its rows are read, before
+    /// any training.
+    fn catalogue(&self, path: &Path) -> Result<Catalogue, TrainError> {
+        Ok(Catalogue::open(path)?)
+    }
     /// The prompt (with `<|image_1|>`) and the answer the model is trained to write.
     fn render(&self, item: &Self::Item) -> Result<RenderedPrompt, TrainError>;
     /// The item's truth.
@@ -81,6 +91,10 @@ pub struct Score {
     pub decimals: usize,
     /// The trivial predictor on the same items, when the score has one.
     pub baseline: Option<Baseline>,
+    /// The field of the answer the score is about (`title`), when the task scores field by
+    /// field: the summary says for each field whether all its scores beat their baselines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// A trivial predictor's score.
@@ -132,6 +146,7 @@ mod tests {
                 name: "b".into(),
                 value,
             }),
+            field: None,
         }
     }
 

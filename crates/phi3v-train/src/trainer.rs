@@ -28,7 +28,7 @@ use crate::checkpoint::{
 };
 use crate::dataset::TaskData;
 use crate::error::TrainError;
-use crate::eval::{evaluate, EvalMetrics};
+use crate::eval::{evaluate, EvalMetrics, FieldVerdict};
 use crate::optim::{clip_factor, AdamW, AdamWConfig, Schedule, ScheduleKind};
 use crate::params::for_each_trainable;
 use crate::precision::BaseDtype;
@@ -269,6 +269,10 @@ pub struct RunSummary {
     pub train_tokens_per_sec: f64,
     /// Every score that has a baseline beats it in the final evaluation.
     pub beats_baselines: bool,
+    /// Field by field (for tasks that score by field): whether each beats its baselines in
+    /// the final evaluation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldVerdict>,
     pub adapter_dir: String,
     pub report: String,
 }
@@ -652,10 +656,15 @@ where
             })
             .collect();
         let config_json = serde_json::to_string_pretty(&self.config).unwrap_or_default();
-        let notes = vec![format!(
+        let fields = final_eval
+            .as_ref()
+            .map(EvalMetrics::field_verdicts)
+            .unwrap_or_default();
+        let mut notes = vec![format!(
             "{reason} after {} updates ({:.0} s)",
             self.state.step, elapsed
         )];
+        notes.extend(fields.iter().map(FieldVerdict::to_string));
         let report = self.run.write_report(
             &self.labels.title,
             &self.labels.subtitle,
@@ -676,6 +685,7 @@ where
             elapsed_secs: elapsed,
             train_tokens_per_sec: self.state.tokens_seen as f64 / elapsed.max(1e-9),
             beats_baselines,
+            fields,
             adapter_dir: adapter_dir.display().to_string(),
             report: report.display().to_string(),
         };

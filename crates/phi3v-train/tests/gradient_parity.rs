@@ -1,8 +1,8 @@
 //! One LoRA training step against PyTorch + PEFT (fixture from
 //! `scripts/make_lora_fixtures.py`): the loss, every adapter gradient, the global gradient
 //! norm, and the adapters after a clipped AdamW update. The same step with gradient
-//! checkpointing must match as closely, and with a bf16 base it must stay within bf16
-//! rounding of it.
+//! checkpointing must match as closely, and with a bf16-resident base it must be the same
+//! step.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,12 @@ fn model<B: AutodiffBackend>(matrix_dtype: Option<FloatDType>) -> Phi3V<B> {
     let model = dir
         .load_model_with_matrices::<B>(&Default::default(), matrix_dtype)
         .unwrap();
+    let held = model.decoder.lm_head.weight.val().dtype();
+    assert_eq!(
+        held,
+        matrix_dtype.map_or(DType::F32, DType::from),
+        "lm_head held in"
+    );
     let mut model = burn::module::Module::no_grad(model);
     import_peft(
         &mut model,
@@ -220,16 +226,18 @@ fn recompute_gives_the_same_step() {
     assert!(worst < 1e-6, "checkpointing changed a gradient by {worst}");
 }
 
-/// A bf16 base under f32 adapters: the loss and every gradient stay within bf16 rounding
-/// of the f32 step (which matches PyTorch), far closer than an error in the cast path
-/// would leave them.
+/// A bf16-resident base under f32 adapters. The fixture's weights are bf16 on disk, so
+/// holding them in bf16 loses nothing, and the mixed product (bf16 weights, f32 activations
+/// and accumulation, its own backward) must give the f32 step up to summation order: the
+/// loss and every gradient within 1e-5 relative. (Rounding the activations to bf16, as the
+/// product did before, left errors of about 1e-2 here.)
 #[test]
-fn bf16_base_step_stays_within_bf16_rounding() {
+fn bf16_base_step_equals_the_f32_step_on_bf16_weights() {
     let exact = one_step::<Autodiff<Flex>>(None, false);
     let bf16 = one_step::<Autodiff<Flex>>(Some(FloatDType::BF16), false);
     println!("bf16 base: loss {} (f32 {})", bf16.loss, exact.loss);
     assert!(
-        (bf16.loss - exact.loss).abs() < 1e-2,
+        (bf16.loss - exact.loss).abs() <= 1e-5 * exact.loss.abs(),
         "bf16 loss {} vs {}",
         bf16.loss,
         exact.loss
@@ -246,9 +254,8 @@ fn bf16_base_step_stays_within_bf16_rounding() {
         "bf16 base: worst relative gradient error {:e} ({})",
         worst.0, worst.1
     );
-    assert!(worst.0 > 0.0, "the bf16 base must actually round something");
     assert!(
-        worst.0 < 5e-2,
+        worst.0 < 1e-5,
         "{}: relative gradient error {}",
         worst.1,
         worst.0
@@ -258,5 +265,5 @@ fn bf16_base_step_stays_within_bf16_rounding() {
         "bf16 base: gradient norm {} (f32 {})",
         bf16.norm, exact.norm
     );
-    assert!(norm_err < 1e-2, "gradient norm off by {norm_err}");
+    assert!(norm_err < 1e-5, "gradient norm off by {norm_err}");
 }

@@ -18,6 +18,13 @@ pub enum Phi3VError {
     },
     #[error(transparent)]
     Weights(#[from] phi3v_nn::WeightsError),
+    /// The model will not fit the host's free memory; refused before any tensor is read.
+    #[error("{source}{hint}")]
+    OutOfMemory {
+        source: phi3v_nn::memory::OutOfMemory,
+        /// What would make it fit, when something would (`; a bf16 base needs ...`).
+        hint: String,
+    },
     #[error(transparent)]
     Decoder(#[from] phi3_decoder::DecoderError),
     #[error(transparent)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use burn::tensor::FloatDType;
 use phi3v_nn::weights::{INDEX_FILE, SINGLE_FILE};
-use phi3v_nn::{Weights, WeightsView};
+use phi3v_nn::{memory, BaseDtype, Weights, WeightsView};
 use phi3v_processor::config::PREPROCESSOR_CONFIG_FILE;
 use phi3v_processor::image_processor::{ImageProcessor, ProcessorConfig};
 use phi3v_processor::tokenize::Phi3Tokenizer;
@@ -159,6 +159,10 @@ impl ModelDir {
     /// Loads the model with its large matrices (linear weights, token embedding) in
     /// `matrix_dtype`, e.g. bf16 to hold a frozen base in half the memory; the rest, and so
     /// the activations, keep the backend's float type. `None` is [`ModelDir::load_model`].
+    ///
+    /// On a backend that keeps tensors in host memory, a model that will not fit the
+    /// host's available memory is refused before any tensor is read, with the size it
+    /// needs.
     pub fn load_model_with_matrices<B: Backend>(
         &self,
         device: &B::Device,
@@ -173,8 +177,48 @@ impl ModelDir {
             &format!("{VISION_PATH}.wte.weight"),
         );
         weights.set_matrix_dtype(matrix_dtype);
+        if memory::lives_in_host_memory::<B>(device) {
+            if let Some(available) = memory::host_available() {
+                check_memory(&weights, available)?;
+            }
+        }
         load_model(&weights, &config, device)
     }
+
+    /// Loads the model with its base held as `base_dtype` says, and the matrix dtype that
+    /// resolved to on `device` (`None`: the backend's float type).
+    pub fn load_model_as<B: Backend>(
+        &self,
+        device: &B::Device,
+        base_dtype: BaseDtype,
+    ) -> Result<(Phi3V<B>, Option<FloatDType>), Phi3VError> {
+        let matrix_dtype = base_dtype
+            .resolve::<B>(device)
+            .map_err(Phi3VError::Config)?;
+        Ok((
+            self.load_model_with_matrices(device, matrix_dtype)?,
+            matrix_dtype,
+        ))
+    }
+}
+
+/// Refuses weights whose load needs more than `available` bytes, saying whether a bf16
+/// base would fit.
+fn check_memory(weights: &Weights, available: u64) -> Result<(), Phi3VError> {
+    let need = weights.memory_need();
+    let Err(source) = memory::check_fits(need, available) else {
+        return Ok(());
+    };
+    let bf16_need = weights.memory_need_as(Some(FloatDType::BF16));
+    let hint = if bf16_need.peak() < need.peak() && bf16_need.peak() <= available {
+        format!(
+            "; with a bf16 base (--base-dtype bf16) it needs {}, which fits",
+            memory::gb(bf16_need.peak())
+        )
+    } else {
+        String::new()
+    };
+    Err(Phi3VError::OutOfMemory { source, hint })
 }
 
 /// Builds the model from opened weights ([`Phi3V::new`] on a loading view).

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use phi3_decoder::GenerateOptions;
-use phi3v::nn::AttentionBackend;
+use phi3v::nn::{AttentionBackend, BaseDtype};
 use phi3v::processor::prompt::generation_prompt;
 use phi3v::Phi3VError;
 
@@ -17,6 +17,8 @@ pub struct Request {
     pub images: Vec<String>,
     pub options: GenerateOptions,
     pub print_ids: bool,
+    /// How the model's large matrices are held.
+    pub base_dtype: BaseDtype,
 }
 
 /// The chat text for a prompt: used as is when it already holds chat tags, otherwise
@@ -40,10 +42,13 @@ pub fn run<B: AttentionBackend>(request: Request, device: B::Device) -> Result<(
     // Everything that can be refused is checked before the model is loaded.
     request.options.decoding.validate()?;
     let images = super::images::resolve(&request.images).map_err(Phi3VError::Input)?;
-    let session = Session::<B>::load(&request.model, device)?;
+    let session = Session::<B>::load(&request.model, device, request.base_dtype)?;
     let text = chat_text(&request.prompt, images.len());
     let inputs = session.inputs(&text, &images)?;
     let start = Instant::now();
+    // The first token ends the prefill (vision tower, projection and the prompt's forward);
+    // every later one is a decode step.
+    let mut first_token: Option<Instant> = None;
     let mut ids: Vec<u32> = Vec::new();
     let mut printed = 0;
     let mut stdout = std::io::stdout();
@@ -53,6 +58,7 @@ pub fn run<B: AttentionBackend>(request: Request, device: B::Device) -> Result<(
         inputs.tensors.images.as_ref(),
         &request.options,
         |t| {
+            first_token.get_or_insert_with(Instant::now);
             ids.push(t);
             if let Ok(text) = session.processor.tokenizer().decode(&ids, true) {
                 // Print only what is new; a partial UTF-8 sequence waits for the next token.
@@ -64,7 +70,8 @@ pub fn run<B: AttentionBackend>(request: Request, device: B::Device) -> Result<(
             }
         },
     )?;
-    let secs = start.elapsed().as_secs_f64();
+    let end = Instant::now();
+    let secs = (end - start).as_secs_f64();
     println!();
     if request.print_ids {
         println!("ids: {tokens:?}");
@@ -75,5 +82,14 @@ pub fn run<B: AttentionBackend>(request: Request, device: B::Device) -> Result<(
         tokens.len() as f64 / secs.max(1e-9),
         inputs.ids.len()
     );
+    if let Some(first) = first_token {
+        let decode_steps = tokens.len().saturating_sub(1);
+        let decode = (end - first).as_secs_f64();
+        eprintln!(
+            "prefill {:.2} s; decode {decode_steps} steps in {decode:.2} s ({:.3} s per token)",
+            (first - start).as_secs_f64(),
+            decode / decode_steps.max(1) as f64
+        );
+    }
     Ok(())
 }

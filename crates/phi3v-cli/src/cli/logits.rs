@@ -1,5 +1,5 @@
-//! `phi3v logits`: one f32 forward on the CPU, written to safetensors for comparison with
-//! the Python reference.
+//! `phi3v logits`: one forward on the CPU, computed in f32 whatever the weights are held
+//! in, written to safetensors for comparison with the Python reference.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -7,6 +7,7 @@ use std::path::Path;
 
 use burn::backend::Flex;
 use phi3_decoder::ForwardOptions;
+use phi3v::nn::BaseDtype;
 use phi3v::Phi3VError;
 use phi3v_io::{check_disjoint, Role};
 use safetensors::tensor::{Dtype, TensorView};
@@ -19,10 +20,11 @@ pub fn run(
     images: &[String],
     out: &Path,
     overwrite: bool,
+    base_dtype: BaseDtype,
 ) -> Result<(), Box<dyn Error>> {
     let images = super::images::resolve(images).map_err(Phi3VError::Input)?;
     check_output(model, &images, out, overwrite)?;
-    let session = Session::<Flex>::load(model, Default::default())?;
+    let session = Session::<Flex>::load(model, Default::default(), base_dtype)?;
     let inputs = session.inputs(prompt, &images)?;
     let n = inputs.ids.len();
     let logits = session.model.forward(

@@ -1,9 +1,10 @@
-//! `phi3v sample-data`: a synthetic Burberry-shaped catalogue with drawn product photos.
+//! `phi3v sample-data`: a synthetic catalogue with drawn product photos, of the Burberry
+//! schema or of the furniture preset.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use phi3v_data::sample_data::{generate, SampleConfig, SampleImageFormat};
+use phi3v_data::sample_data::{generate, SampleConfig, SampleImageFormat, SamplePreset};
 use phi3v_data::DataError;
 
 /// The options of `phi3v sample-data`.
@@ -16,6 +17,7 @@ pub struct Options {
     pub faults: f64,
     pub image_size: u32,
     pub format: SampleImageFormat,
+    pub preset: SamplePreset,
 }
 
 pub fn run(o: Options) -> Result<(), DataError> {
@@ -27,6 +29,7 @@ pub fn run(o: Options) -> Result<(), DataError> {
         faults: o.faults,
         image_size: o.image_size,
         image_format: o.format,
+        preset: o.preset,
         ..SampleConfig::default()
     };
     let start = Instant::now();

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
+use phi3v::nn::{base_dtype, memory, BaseDtype};
 use phi3v::processor::Processor;
 use phi3v::{BatchTensors, ModelDir, Phi3V, Phi3VError};
 
@@ -23,11 +24,18 @@ pub struct Inputs<B: Backend> {
 }
 
 impl<B: Backend> Session<B> {
-    pub fn load(model: &str, device: B::Device) -> Result<Self, Phi3VError> {
+    /// Loads the model with its base held as `base_dtype` says, and says on stderr what
+    /// that resolved to and what it holds.
+    pub fn load(model: &str, device: B::Device, base_dtype: BaseDtype) -> Result<Self, Phi3VError> {
         let dir = ModelDir::resolve(model)?;
         let config = dir.config()?;
         let processor = dir.processor(&config)?;
-        let model = dir.load_model::<B>(&device)?;
+        let (model, matrix_dtype) = dir.load_model_as::<B>(&device, base_dtype)?;
+        eprintln!(
+            "weights: {} resident, matrices in {} (products accumulate in f32)",
+            memory::gb(memory::resident_bytes(&model)),
+            base_dtype::dtype_name(matrix_dtype),
+        );
         Ok(Self {
             model,
             processor,

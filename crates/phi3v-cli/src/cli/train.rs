@@ -10,8 +10,11 @@ use phi3v_peft::PeftError;
 use phi3v_cli::summary::{describe_run, format_scores};
 use phi3v_cli::training::run_training;
 use phi3v_cli::{with_backend, BackendChoice, TrainArgs};
+use phi3v_data::catalogue::CatalogueItem;
+use phi3v_nn::AttentionBackend;
+use phi3v_train::eval::EvalMetrics;
 use phi3v_train::job::{run_eval, EvalJob};
-use phi3v_train::{BurberryTask, TrainError};
+use phi3v_train::{BurberryTask, Task, TemplateTask, TrainError};
 
 pub fn run(backend: BackendChoice, args: &TrainArgs) -> Result<(), TrainError> {
     let spec = args.job()?;
@@ -26,8 +29,16 @@ pub fn run(backend: BackendChoice, args: &TrainArgs) -> Result<(), TrainError> {
     Ok(())
 }
 
-pub fn eval(backend: BackendChoice, overwrite: bool, job: &EvalJob) -> Result<(), Box<dyn Error>> {
+pub fn eval(
+    backend: BackendChoice,
+    overwrite: bool,
+    task: Option<&Path>,
+    job: &EvalJob,
+) -> Result<(), Box<dyn Error>> {
     let mut inputs = vec![Role::new("--data", &job.data)];
+    if let Some(task) = task {
+        inputs.push(Role::new("--task", task));
+    }
     if let Some(adapter) = &job.adapter {
         inputs.push(Role::new("--adapter", adapter));
     }
@@ -37,12 +48,24 @@ pub fn eval(backend: BackendChoice, overwrite: bool, job: &EvalJob) -> Result<()
     }
     check_disjoint(Role::new("--out", &job.out), &inputs)?;
     check_replaceable(&job.out, "--out", overwrite)?;
-    let report = with_backend!(backend, TrainError::Config, B => {
-        run_eval::<B, _>(BurberryTask::default(), job, Default::default())
+    // The task file is checked before the model or the catalogue is read.
+    let task = task.map(TemplateTask::load).transpose()?;
+    let metrics = with_backend!(backend, TrainError::Config, B => {
+        match task {
+            Some(task) => eval_task::<B, _>(task, job),
+            None => eval_task::<B, _>(BurberryTask::default(), job),
+        }
     })?;
-    print!("{}", format_scores(&report.metrics));
+    print!("{}", format_scores(&metrics));
     println!("details in {}", job.out.join("eval.json").display());
     Ok(())
+}
+
+fn eval_task<B: AttentionBackend, T: Task<Item = CatalogueItem>>(
+    task: T,
+    job: &EvalJob,
+) -> Result<EvalMetrics, TrainError> {
+    Ok(run_eval::<B, _>(task, job, Default::default())?.metrics)
 }
 
 pub fn merge(model: &Path, adapter: &Path, out: &Path, overwrite: bool) -> Result<(), PeftError> {

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::mapping::{ColumnMapping, ReadPlan};
+use super::mapping::{Layout, ReadPlan};
 use super::value::{assemble, image_from_str, Raw, MAX_ROW_BYTES};
 use super::{CatalogueRow, ImageSource};
 use crate::DataError;
@@ -31,7 +31,7 @@ impl CsvRows {
     pub(crate) fn open(
         path: &Path,
         base_dir: &Path,
-        mapping: &ColumnMapping,
+        layout: Layout<'_>,
     ) -> Result<Self, DataError> {
         let csv_err = |source| DataError::Csv {
             path: path.to_path_buf(),
@@ -51,7 +51,7 @@ impl CsvRows {
             .iter()
             .map(|h| h.trim().to_string())
             .collect();
-        let plan = mapping.plan(path, &names)?;
+        let plan = layout.plan(path, &names)?;
         Ok(Self {
             path: path.to_path_buf(),
             base_dir: base_dir.to_path_buf(),

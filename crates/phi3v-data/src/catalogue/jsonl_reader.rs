@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::mapping::{ColumnMapping, ReadPlan};
+use super::mapping::{Layout, ReadPlan};
 use super::value::{assemble, image_from_str, Raw, MAX_ROW_BYTES};
 use super::{CatalogueRow, ImageSource};
 use crate::DataError;
@@ -43,7 +43,7 @@ impl JsonlRows {
     pub(crate) fn open(
         path: &Path,
         base_dir: &Path,
-        mapping: &ColumnMapping,
+        layout: Layout<'_>,
     ) -> Result<Self, DataError> {
         let io_err = |source| DataError::Io {
             path: path.to_path_buf(),
@@ -76,7 +76,7 @@ impl JsonlRows {
             first = Some((line_no, std::mem::take(&mut buf)));
             break;
         }
-        let plan = mapping.plan(path, &names)?;
+        let plan = layout.plan(path, &names)?;
         Ok(Self {
             path: path.to_path_buf(),
             base_dir: base_dir.to_path_buf(),

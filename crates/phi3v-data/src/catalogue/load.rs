@@ -8,7 +8,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::value::number;
-use super::{Catalogue, CatalogueRow, ColumnMapping, ImageSource, Product};
+use super::{
+    Catalogue, CatalogueRow, CellKind, ColumnMapping, ImageSource, Product, Record, RecordLayout,
+};
 use crate::images::{
     check_decodes, progress_bar, read_image_file, FetchFailure, Fetched, ImageData, ImageFetcher,
     ReadyImage,
@@ -75,8 +77,11 @@ pub struct CatalogueItem {
     /// Its first line, for CSV and JSONL files (see [`CatalogueRow::line`]).
     pub line: Option<u64>,
     /// The product (a price within [`LoadOptions`], a non-empty title and category, a unique
-    /// product code).
+    /// product code); defaults when the catalogue is read as records.
     pub product: Product,
+    /// The cells of a [`RecordLayout`]'s columns, each holding what its
+    /// [`CellKind`] asks for (empty with the product mapping).
+    pub record: Record,
     /// The image, fetched and checked.
     pub image: ReadyImage,
 }
@@ -125,6 +130,7 @@ impl Catalogue {
         let mut report = Report::new(&self.path);
         let mut items = Vec::new();
         let mut first_row_of: HashMap<i64, usize> = HashMap::new();
+        let mut numbers = self.record.as_ref().map(NumberColumns::new);
         let mut rows_read = 0;
         loop {
             let chunk: Vec<CatalogueRow> =
@@ -133,6 +139,9 @@ impl Catalogue {
                 break;
             }
             rows_read += chunk.len();
+            if let Some(numbers) = &mut numbers {
+                numbers.count(&chunk);
+            }
             let n = chunk.len() as u64;
             self.load_chunk(
                 chunk,
@@ -145,6 +154,9 @@ impl Catalogue {
             bar.inc(n);
         }
         bar.finish_and_clear();
+        if let Some(numbers) = &numbers {
+            numbers.check(&self.path)?;
+        }
         report.finish(rows_read);
         Ok(LoadedCatalogue { items, report })
     }
@@ -160,7 +172,11 @@ impl Catalogue {
     ) {
         let mut candidates = Vec::with_capacity(chunk.len());
         for row in chunk {
-            match field_problem(&row, &self.mapping, &self.options) {
+            let problem = match &self.record {
+                Some(layout) => record_problem(&row, layout),
+                None => field_problem(&row, &self.mapping, &self.options),
+            };
+            match problem {
                 Some(reason) => drop_row(report, &row, reason),
                 None => candidates.push(row),
             }
@@ -183,19 +199,24 @@ impl Catalogue {
             .par_iter()
             .map(|row| ready_image(&row.image, &fetched, rules))
             .collect();
+        // Records are not deduplicated: rows sharing a value are the task's to group.
+        let dedup = self.record.is_none();
         for (row, image) in candidates.into_iter().zip(checked) {
             let code = row.product.product_code;
             let result = image.and_then(|image| match first_row_of.get(&code) {
-                Some(&first_row) => Err(DropReason::DuplicateProductCode { first_row }),
-                None => Ok(image),
+                Some(&first_row) if dedup => Err(DropReason::DuplicateProductCode { first_row }),
+                _ => Ok(image),
             });
             match result {
                 Ok(image) => {
-                    first_row_of.insert(code, row.index);
+                    if dedup {
+                        first_row_of.insert(code, row.index);
+                    }
                     items.push(CatalogueItem {
                         row: row.index,
                         line: row.line,
                         product: row.product,
+                        record: row.record,
                         image,
                     });
                 }
@@ -272,6 +293,69 @@ fn field_problem(
         });
     }
     problems.into_iter().min_by_key(DropReason::kind)
+}
+
+/// The first problem of a record row: its cells (checked while reading, see
+/// [`CellKind`]) and its image.
+fn record_problem(row: &CatalogueRow, layout: &RecordLayout) -> Option<DropReason> {
+    let mut problems = row.problems.clone();
+    if row.image == ImageSource::Missing {
+        problems.push(DropReason::MissingImage {
+            column: layout.image.clone(),
+        });
+    }
+    problems.into_iter().min_by_key(DropReason::kind)
+}
+
+/// The number columns of a record layout, and whether any of their cells held a number: a
+/// column none of whose cells does (a number field on a column of names) is an error of the
+/// task and the file, not a report of every row.
+struct NumberColumns {
+    /// Column, cells that were numbers, and the first cell that was not (with its place).
+    columns: Vec<(String, usize, Option<String>)>,
+}
+
+impl NumberColumns {
+    fn new(layout: &RecordLayout) -> Self {
+        let mut columns: Vec<(String, usize, Option<String>)> = Vec::new();
+        for c in layout.columns.iter().filter(|c| c.kind == CellKind::Number) {
+            if !columns.iter().any(|(name, ..)| *name == c.name) {
+                columns.push((c.name.clone(), 0, None));
+            }
+        }
+        Self { columns }
+    }
+
+    fn count(&mut self, rows: &[CatalogueRow]) {
+        for (name, numbers, example) in &mut self.columns {
+            for row in rows {
+                if row.record.contains_key(name.as_str()) {
+                    *numbers += 1;
+                } else if example.is_none() {
+                    *example = row.problems.iter().find_map(|p| match p {
+                        DropReason::InvalidValue { column, value, .. } if column == name => {
+                            Some(format!("{}: {value}", row.location()))
+                        }
+                        _ => None,
+                    });
+                }
+            }
+        }
+    }
+
+    fn check(&self, path: &Path) -> Result<(), DataError> {
+        for (column, numbers, example) in &self.columns {
+            if let (0, Some(example)) = (numbers, example) {
+                return Err(DataError::ColumnValues {
+                    path: path.to_path_buf(),
+                    column: column.clone(),
+                    expected: "numbers".into(),
+                    example: example.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What may be read for a row's image.

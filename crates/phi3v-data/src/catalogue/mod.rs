@@ -75,13 +75,19 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use load::{CatalogueItem, LoadOptions, LoadedCatalogue, DEFAULT_MAX_PRICE};
-pub use mapping::ColumnMapping;
+pub use mapping::{CellKind, ColumnMapping, RecordColumn, RecordLayout};
 pub use parquet_io::{burberry_arrow_schema, write_parquet};
 pub use product::{ColumnType, Product, BURBERRY_SCHEMA};
 pub use value::{MAX_FIELD_BYTES, MAX_ROW_BYTES};
 
 use crate::report::DropReason;
 use crate::DataError;
+use mapping::Layout;
+
+/// The named cells of one row, for a catalogue read with a [`RecordLayout`]: the columns it
+/// names, each as the file holds it (text, integer, float, boolean or null). Templates read
+/// it directly ([`phi3v_processor::prompt::Fields`]).
+pub type Record = std::collections::BTreeMap<String, phi3v_processor::prompt::FieldValue>;
 
 /// File format of a catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,8 +159,10 @@ pub struct CatalogueRow {
     pub line: Option<u64>,
     /// The row's values (defaults where the file has no value).
     pub product: Product,
-    /// The product code, when the row has a readable one.
+    /// The product code, when the row has a readable one (product mapping only).
     pub product_code: Option<i64>,
+    /// The cells of the [`RecordLayout`]'s columns (empty with the product mapping).
+    pub record: Record,
     /// The row's image.
     pub image: ImageSource,
     /// Problems found while reading: unparseable row or cell, missing product code or price.
@@ -196,6 +204,8 @@ pub struct Catalogue {
     path: PathBuf,
     format: CatalogueFormat,
     mapping: ColumnMapping,
+    /// When set, rows are read as records of these columns instead of through `mapping`.
+    record: Option<RecordLayout>,
     options: LoadOptions,
 }
 
@@ -210,6 +220,7 @@ impl Catalogue {
             path,
             format,
             mapping: ColumnMapping::default(),
+            record: None,
             options: LoadOptions::default(),
         })
     }
@@ -224,6 +235,28 @@ impl Catalogue {
     pub fn with_mapping(mut self, mapping: ColumnMapping) -> Self {
         self.mapping = mapping;
         self
+    }
+
+    /// Reads each row as a [`Record`] of the layout's columns instead of a
+    /// [`Product`]: no column is a title, category, price or product id, rows are not
+    /// deduplicated, and a row is dropped when a cell does not hold what its
+    /// [`CellKind`] asks for (or the image is missing or unusable).
+    pub fn with_record_layout(mut self, layout: RecordLayout) -> Self {
+        self.record = Some(layout);
+        self
+    }
+
+    /// The record layout, when rows are read as records.
+    pub fn record_layout(&self) -> Option<&RecordLayout> {
+        self.record.as_ref()
+    }
+
+    /// How rows are read.
+    fn layout(&self) -> Layout<'_> {
+        match &self.record {
+            Some(layout) => Layout::Record(layout),
+            None => Layout::Product(&self.mapping),
+        }
     }
 
     /// Uses other row checks and path rules for [`load`](Self::load).
@@ -264,24 +297,21 @@ impl Catalogue {
     /// column the mapping needs; a bad row is not an error (see [`CatalogueRow::problems`]).
     pub fn rows(&self) -> Result<CatalogueRows, DataError> {
         let base = self.base_dir();
+        let layout = self.layout();
         Ok(match self.format {
             CatalogueFormat::Parquet => {
-                let (rows, total) = parquet_io::ParquetRows::open(&self.path, base, &self.mapping)?;
+                let (rows, total) = parquet_io::ParquetRows::open(&self.path, base, layout)?;
                 CatalogueRows {
                     inner: Box::new(rows),
                     total,
                 }
             }
             CatalogueFormat::Csv => CatalogueRows {
-                inner: Box::new(csv_reader::CsvRows::open(&self.path, base, &self.mapping)?),
+                inner: Box::new(csv_reader::CsvRows::open(&self.path, base, layout)?),
                 total: None,
             },
             CatalogueFormat::Jsonl => CatalogueRows {
-                inner: Box::new(jsonl_reader::JsonlRows::open(
-                    &self.path,
-                    base,
-                    &self.mapping,
-                )?),
+                inner: Box::new(jsonl_reader::JsonlRows::open(&self.path, base, layout)?),
                 total: None,
             },
         })

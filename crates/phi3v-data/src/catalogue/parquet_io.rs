@@ -30,7 +30,7 @@ use parquet::basic::Compression;
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
-use super::mapping::{ColumnMapping, ReadPlan};
+use super::mapping::{CellKind, Layout, ReadPlan};
 use super::product::{ColumnType, Product, BURBERRY_SCHEMA};
 use super::value::{assemble, image_from_str, Raw};
 use super::{CatalogueRow, ImageSource};
@@ -57,7 +57,7 @@ impl ParquetRows {
     pub(crate) fn open(
         path: &Path,
         base_dir: &Path,
-        mapping: &ColumnMapping,
+        layout: Layout<'_>,
     ) -> Result<(Self, Option<usize>), DataError> {
         let file = File::open(path).map_err(|source| DataError::Io {
             path: path.to_path_buf(),
@@ -71,7 +71,7 @@ impl ParquetRows {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let full_plan = mapping.plan(path, &names)?;
+        let full_plan = layout.plan(path, &names)?;
         let used = full_plan.used_columns();
         let mask = ProjectionMask::roots(builder.parquet_schema(), used.iter().copied());
         let reader = guarded(path, || {
@@ -83,9 +83,12 @@ impl ParquetRows {
         // Re-plan against the projected schema so column indices are batch positions.
         let schema = reader.schema();
         let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        let plan = mapping.plan(path, &names)?;
+        let plan = layout.plan(path, &names)?;
         for planned in &plan.fields {
             check_type(path, schema.field(planned.column), planned.ty)?;
+        }
+        for &(column, kind) in &plan.kept {
+            check_record_type(path, schema.field(column), kind)?;
         }
         check_image(path, schema.field(plan.image))?;
         Ok((
@@ -228,6 +231,32 @@ fn check_type(path: &Path, field: &Field, ty: ColumnType) -> Result<(), DataErro
         path: path.to_path_buf(),
         column: field.name().clone(),
         found: field.data_type().to_string(),
+        expected: expected.into(),
+    })
+}
+
+/// Refuses a record column whose type cannot hold its cells: a number column must be
+/// readable as a number (not a boolean or a date), any other a scalar (not a list, struct
+/// or binary).
+fn check_record_type(path: &Path, field: &Field, kind: CellKind) -> Result<(), DataError> {
+    let dt = field.data_type();
+    let (ok, expected) = match kind {
+        CellKind::Number => (
+            readable_as(dt, ColumnType::Float64),
+            "a number (an integer, float, decimal or string column)",
+        ),
+        CellKind::Any | CellKind::Value => (
+            is_scalar(dt),
+            "a text, number or boolean (not a list, struct or binary column)",
+        ),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(DataError::ColumnType {
+        path: path.to_path_buf(),
+        column: field.name().clone(),
+        found: dt.to_string(),
         expected: expected.into(),
     })
 }

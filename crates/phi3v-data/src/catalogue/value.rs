@@ -13,9 +13,11 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use super::mapping::ReadPlan;
+use phi3v_processor::prompt::FieldValue as Cell;
+
+use super::mapping::{CellKind, ReadPlan};
 use super::product::{ColumnType, FieldValue, Product};
-use super::{CatalogueRow, ImageSource};
+use super::{CatalogueRow, ImageSource, Record};
 use crate::images::{parse_image_ref, ImageRef};
 use crate::report::DropReason;
 
@@ -138,6 +140,58 @@ pub(crate) fn convert(raw: &Raw<'_>, ty: ColumnType) -> Result<Option<FieldValue
     }))
 }
 
+/// Converts a cell of a record column: `Err` with the reason its row is dropped when the cell
+/// does not hold what `kind` asks for (see [`CellKind`]). Numeric text becomes a number
+/// (`"12"` an integer, `"12.5"` a float), so a CSV means what the same parquet file means.
+pub(crate) fn record_cell(raw: &Raw<'_>, kind: CellKind, column: &str) -> Result<Cell, DropReason> {
+    let invalid = |expected: &str| DropReason::InvalidValue {
+        column: column.to_string(),
+        value: raw.describe(),
+        expected: expected.to_string(),
+    };
+    let blank = match raw {
+        Raw::Null => true,
+        Raw::Str(s) => s.trim().is_empty(),
+        _ => false,
+    };
+    if blank {
+        return match kind {
+            CellKind::Any => Ok(Cell::Null),
+            CellKind::Value => Err(invalid("a value (it is part of the answer)")),
+            CellKind::Number => Err(invalid("a number (it is part of the answer)")),
+        };
+    }
+    if let Raw::Nested(_) = raw {
+        return Err(invalid("a text, number or boolean"));
+    }
+    if kind != CellKind::Number {
+        return Ok(match raw {
+            Raw::Str(s) => Cell::Str(s.to_string()),
+            Raw::Int(v) => Cell::Int(*v),
+            Raw::Float(v) => Cell::Float(*v),
+            Raw::Bool(v) => Cell::Bool(*v),
+            Raw::Null | Raw::Nested(_) => unreachable!("handled above"),
+        });
+    }
+    let number = match raw {
+        Raw::Int(v) => Some(Cell::Int(*v)),
+        Raw::Float(v) => Some(Cell::Float(*v)),
+        Raw::Str(s) => {
+            let s = s.trim();
+            s.parse::<i64>()
+                .map(Cell::Int)
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().map(Cell::Float))
+        }
+        _ => None,
+    };
+    match number {
+        Some(Cell::Float(v)) if !v.is_finite() => Err(invalid("a finite number")),
+        Some(cell) => Ok(cell),
+        None => Err(invalid("a number")),
+    }
+}
+
 /// An integral, in-range float as an integer (`12.0` -> 12); `None` otherwise.
 fn float_to_int(v: f64) -> Option<i64> {
     (v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e18).then_some(v as i64)
@@ -187,14 +241,16 @@ pub(crate) fn assemble<'a>(
         }
         match convert(&raw, planned.ty) {
             Ok(Some(value)) => product.set(planned.field, value),
-            Ok(None) if planned.column == plan.product_id => {
+            Ok(None) if Some(planned.column) == plan.product_id => {
                 problems.push(DropReason::MissingProductCode {
                     column: column.clone(),
                 })
             }
-            Ok(None) if planned.column == plan.price => problems.push(DropReason::MissingPrice {
-                column: column.clone(),
-            }),
+            Ok(None) if Some(planned.column) == plan.price => {
+                problems.push(DropReason::MissingPrice {
+                    column: column.clone(),
+                })
+            }
             Ok(None) => {}
             Err(value) => problems.push(DropReason::InvalidValue {
                 column: column.clone(),
@@ -221,18 +277,32 @@ pub(crate) fn assemble<'a>(
             }
         }
     }
-    let id_column = &plan.names[plan.product_id];
-    let id_read = !problems.iter().any(|p| match p {
-        DropReason::MissingProductCode { .. } => true,
-        DropReason::InvalidValue { column, .. } => column == id_column,
-        _ => false,
+    let mut record = Record::new();
+    for &(column, kind) in &plan.kept {
+        let raw = cell(column);
+        let name = &plan.names[column];
+        match oversized(&raw, name).map_or_else(|| record_cell(&raw, kind, name), Err) {
+            Ok(value) => {
+                record.insert(name.clone(), value);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    let product_code = plan.product_id.and_then(|id| {
+        let id_column = &plan.names[id];
+        let id_read = !problems.iter().any(|p| match p {
+            DropReason::MissingProductCode { .. } => true,
+            DropReason::InvalidValue { column, .. } => column == id_column,
+            _ => false,
+        });
+        id_read.then_some(product.product_code)
     });
-    let product_code = id_read.then_some(product.product_code);
     CatalogueRow {
         index,
         line,
         product,
         product_code,
+        record,
         image,
         problems,
     }
@@ -246,6 +316,7 @@ impl CatalogueRow {
             line,
             product: Product::default(),
             product_code: None,
+            record: Record::new(),
             image: ImageSource::Missing,
             problems: vec![DropReason::Malformed { message }],
         }

@@ -18,7 +18,7 @@ use image::RgbImage;
 
 use super::spec::{Kind, Material, Pattern, ProductSpec, Size};
 
-type V2 = [f32; 2];
+pub(super) type V2 = [f32; 2];
 
 fn sub(a: V2, b: V2) -> V2 {
     [a[0] - b[0], a[1] - b[1]]
@@ -46,7 +46,7 @@ fn scale3(a: [f32; 3], s: f32) -> [f32; 3] {
 
 /// A shape with a signed distance (negative inside), in image fractions.
 #[derive(Debug, Clone)]
-enum Shape {
+pub(super) enum Shape {
     Circle {
         c: V2,
         r: f32,
@@ -76,7 +76,7 @@ enum Shape {
 }
 
 impl Shape {
-    fn sdf(&self, p: V2) -> f32 {
+    pub(super) fn sdf(&self, p: V2) -> f32 {
         match self {
             Shape::Circle { c, r } => len(sub(p, *c)) - r,
             Shape::Capsule { a, b, r } => {
@@ -98,7 +98,7 @@ impl Shape {
     }
 
     /// Bounding box `(min, max)`, for skipping parts far from a pixel.
-    fn bounds(&self) -> (V2, V2) {
+    pub(super) fn bounds(&self) -> (V2, V2) {
         match self {
             Shape::Circle { c, r } | Shape::Ring { c, r, .. } => {
                 let r = r + if let Shape::Ring { t, .. } = self {

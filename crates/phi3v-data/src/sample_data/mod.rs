@@ -45,6 +45,7 @@
 
 mod draw;
 mod faults;
+pub mod furniture;
 mod spec;
 
 use std::io::Cursor;
@@ -113,6 +114,39 @@ impl std::str::FromStr for SampleImageFormat {
     }
 }
 
+/// Which sample catalogue to write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplePreset {
+    /// The Burberry schema: clothing and accessories, title, category and price
+    /// (`tasks/burberry.toml`, and the built-in task).
+    #[default]
+    Burberry,
+    /// Other columns, answer and types: furniture with a name, a type and a width in
+    /// centimetres ([`furniture`], `tasks/furniture.toml`).
+    Furniture,
+}
+
+impl SamplePreset {
+    /// Every preset, by the name [`FromStr`](std::str::FromStr) reads.
+    pub const NAMES: [&'static str; 2] = ["burberry", "furniture"];
+}
+
+impl std::str::FromStr for SamplePreset {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "burberry" => Ok(Self::Burberry),
+            "furniture" => Ok(Self::Furniture),
+            other => Err(format!(
+                "unknown sample preset `{other}` (expected one of {:?})",
+                Self::NAMES
+            )),
+        }
+    }
+}
+
 /// Settings of the generator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -137,6 +171,8 @@ pub struct SampleConfig {
     pub image_format: SampleImageFormat,
     /// Rows per parquet row group (several row groups exercise the streaming reader).
     pub row_group_rows: usize,
+    /// Which catalogue: the Burberry schema (the default) or furniture.
+    pub preset: SamplePreset,
 }
 
 impl Default for SampleConfig {
@@ -150,6 +186,7 @@ impl Default for SampleConfig {
             image_size: 128,
             image_format: SampleImageFormat::Png,
             row_group_rows: 1024,
+            preset: SamplePreset::Burberry,
         }
     }
 }
@@ -167,6 +204,11 @@ impl SampleConfig {
                 "image size (--image-size) must be between 16 and 4096 pixels, got {}",
                 self.image_size
             )));
+        }
+        if self.preset != SamplePreset::Burberry && self.faults > 0.0 {
+            return Err(DataError::InvalidConfig(
+                "faults (--faults) are injected into the burberry preset only".into(),
+            ));
         }
         if self.row_group_rows == 0 {
             return Err(DataError::InvalidConfig(
@@ -211,6 +253,9 @@ pub fn generate(config: &SampleConfig) -> Result<SampleSummary, DataError> {
     })?;
 
     let mut rng = StdRng::seed_from_u64(config.seed);
+    if config.preset == SamplePreset::Furniture {
+        return generate_furniture(config, staged, &mut rng);
+    }
     let specs: Vec<ProductSpec> = (0..config.rows)
         .map(|i| ProductSpec::random(&mut rng, i))
         .collect();
@@ -284,6 +329,52 @@ pub fn generate(config: &SampleConfig) -> Result<SampleSummary, DataError> {
         rows: config.rows,
         images_written: written.iter().filter(|w| **w).count(),
         faults,
+    })
+}
+
+/// [`generate`] for the furniture preset, into the staged folder.
+fn generate_furniture(
+    config: &SampleConfig,
+    staged: StagedDir,
+    rng: &mut StdRng,
+) -> Result<SampleSummary, DataError> {
+    let out = staged.path().to_path_buf();
+    let specs: Vec<furniture::FurnitureSpec> = (0..config.rows)
+        .map(|i| furniture::FurnitureSpec::random(rng, i))
+        .collect();
+    let ext = config.image_format.extension();
+    let photos: Vec<String> = specs
+        .iter()
+        .map(|s| format!("{IMAGES_DIR}/{}.{ext}", s.sku()))
+        .collect();
+    specs.par_iter().zip(photos.par_iter()).try_for_each(
+        |(spec, photo)| -> Result<(), DataError> {
+            let path = out.join(photo);
+            let bytes = encode(
+                &furniture::render(spec, config.image_size),
+                config.image_format,
+                &path,
+            )?;
+            std::fs::write(&path, bytes).map_err(|source| DataError::Io { path, source })
+        },
+    )?;
+    furniture::write_catalogue(&out.join(CATALOGUE_FILE), &specs, &photos)?;
+    FaultList {
+        catalogue: PathBuf::from(CATALOGUE_FILE),
+        rows: config.rows,
+        fraction: 0.0,
+        faults: Vec::new(),
+    }
+    .write(&out.join(FAULTS_FILE))?;
+    staged.commit()?;
+    let out = &config.out_dir;
+    Ok(SampleSummary {
+        catalogue: out.join(CATALOGUE_FILE),
+        images_dir: out.join(IMAGES_DIR),
+        faults_file: out.join(FAULTS_FILE),
+        rows: config.rows,
+        images_written: config.rows,
+        faults: Vec::new(),
     })
 }
 

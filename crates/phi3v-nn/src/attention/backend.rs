@@ -12,6 +12,8 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
+use crate::mixed::MixedMatmul;
+
 use super::backward::{backward, MemoryEfficientAttentionBackward, SavedState};
 use super::mask::AttentionMask;
 use super::tiled::{forward, TiledOptions};
@@ -38,7 +40,11 @@ pub struct AttentionResiduals<B: Backend> {
 /// Every method has a default that works on any backend through tensor ops; implement
 /// the trait with an empty body to opt a backend in (see the impls below), and override
 /// a method only to plug in a fused kernel.
-pub trait AttentionBackend: Backend {
+///
+/// Its supertrait [`MixedMatmul`] is the other kernel the models need (the product with a
+/// bf16 frozen base), so that one bound, `B: AttentionBackend`, carries every kernel a
+/// forward pass uses.
+pub trait AttentionBackend: MixedMatmul {
     /// Memory-efficient attention: `softmax(q k^T * scale, masked) v` without ever
     /// holding the `[q_len, k_len]` scores.
     ///

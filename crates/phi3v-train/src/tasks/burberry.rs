@@ -87,6 +87,7 @@ impl Task for BurberryTask {
                 name: name.into(),
                 value,
             }),
+            field: None,
         };
         vec![
             entry(

@@ -1,0 +1,130 @@
+//! Will the model fit? The memory a load needs, against what the host has free.
+//!
+//! A model that does not fit should be refused before its first byte is read: a load that
+//! runs out of memory halfway is killed by the kernel after minutes of work, and takes the
+//! rest of the machine's memory with it on the way.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+/// What loading a model will take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryNeed {
+    /// The loaded model's tensors.
+    pub resident: u64,
+    /// The largest copy alive while one tensor is read and converted.
+    pub transient: u64,
+}
+
+impl MemoryNeed {
+    /// The peak of the load.
+    pub fn peak(&self) -> u64 {
+        self.resident + self.transient
+    }
+}
+
+/// A load that will not fit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the model needs {} of memory ({} resident, {} more while loading), but the host has \
+     only {} available",
+    gb(need.peak()),
+    gb(need.resident),
+    gb(need.transient),
+    gb(*available)
+)]
+pub struct OutOfMemory {
+    pub need: MemoryNeed,
+    pub available: u64,
+}
+
+/// Bytes as gigabytes with one decimal (`8.3 GB`).
+pub fn gb(bytes: u64) -> String {
+    format!("{:.1} GB", bytes as f64 / 1e9)
+}
+
+/// Refuses `need` when it exceeds `available`.
+pub fn check_fits(need: MemoryNeed, available: u64) -> Result<(), OutOfMemory> {
+    if need.peak() > available {
+        Err(OutOfMemory { need, available })
+    } else {
+        Ok(())
+    }
+}
+
+/// The memory the host can give without swapping (`MemAvailable` of `/proc/meminfo`), or
+/// `None` where that is unknown (not Linux).
+pub fn host_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&text)
+}
+
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Whether `B` keeps its tensors in host memory, where [`host_available`] is the budget.
+/// GPU backends hold them in device memory, which burn gives no portable way to query.
+pub fn lives_in_host_memory<B: Backend>(device: &B::Device) -> bool {
+    matches!(B::name(device).as_str(), "flex" | "ndarray")
+}
+
+/// The bytes a module's float parameters hold, each in its own dtype.
+pub fn resident_bytes<B: Backend, M: Module<B>>(module: &M) -> u64 {
+    struct Sum(u64);
+    impl<B: Backend> ModuleVisitor<B> for Sum {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let value = param.val();
+            self.0 += (value.shape().num_elements() * value.dtype().size()) as u64;
+        }
+    }
+    let mut sum = Sum(0);
+    module.visit(&mut sum);
+    sum.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_available_is_read_in_bytes() {
+        let meminfo =
+            "MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(parse_mem_available(meminfo), Some(20_000_000 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn a_need_past_the_budget_is_refused_with_sizes() {
+        let need = MemoryNeed {
+            resident: 8_300_000_000,
+            transient: 200_000_000,
+        };
+        assert!(check_fits(need, 9_000_000_000).is_ok());
+        let err = check_fits(need, 6_000_000_000).unwrap_err().to_string();
+        assert!(
+            err.contains("8.5 GB") && err.contains("8.3 GB resident") && err.contains("6.0 GB"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn resident_bytes_count_each_parameter_in_its_dtype() {
+        let device = Default::default();
+        let mut layer = crate::Linear::<burn::backend::Flex>::random(8, 4, true, 0.1, &device);
+        assert_eq!(resident_bytes(&layer), (8 * 4 + 4) * 4);
+        layer.cast_weight(burn::tensor::FloatDType::BF16);
+        assert_eq!(resident_bytes(&layer), 8 * 4 * 2 + 4 * 4);
+    }
+
+    #[test]
+    fn flex_is_host_memory() {
+        assert!(lives_in_host_memory::<burn::backend::Flex>(
+            &Default::default()
+        ));
+    }
+}

@@ -1,0 +1,319 @@
+//! Flex's mixed product: bf16 weights read where they lie, f32 accumulation, all cores.
+//!
+//! Two regimes, because their bottlenecks differ:
+//! - **A few rows** (decoding: one token per sequence). The product is a pass over the
+//!   weight, bound by memory bandwidth. Each output column is a dot product of an
+//!   activation row with one weight column, which a transposed PyTorch `[out, in]` weight
+//!   holds contiguously; its bf16 values are widened in registers, never in memory, so
+//!   the bytes read are the bf16 weight's own.
+//! - **Many rows** (prefill, training). The product is bound by arithmetic. The weight is
+//!   widened to f32 one tile of columns at a time into a buffer that lives only for that
+//!   tile, and gemm (the crate burn-flex itself multiplies with) runs on the tile. The
+//!   widening is `k x n` work against the product's `m x k x n`.
+//!
+//! Tiles, and groups of columns in the dot-product regime, are spread over rayon's pool.
+
+use burn::backend::Flex;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn_flex::{FlexTensor, Layout};
+use half::bf16;
+use rayon::prelude::*;
+
+use super::MixedMatmul;
+
+/// Up to this many activation rows, the product is computed as dot products over the
+/// weight's columns (reading the weight once for all rows); above it, tile by tile.
+const DOT_ROWS: usize = 8;
+/// Weight columns per task in the dot-product regime.
+const DOT_COLUMNS: usize = 32;
+/// Weight columns widened per tile in the tiled regime: `128 x k` f32 values (1.5 MB at
+/// Phi-3's `k = 3072`), which stays in a core's cache while gemm runs over it.
+const TILE_COLUMNS: usize = 128;
+
+impl MixedMatmul for Flex {
+    fn mixed_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        if x.dtype() != DType::F32 || w.dtype() != DType::BF16 {
+            return super::rounded_matmul(x, w);
+        }
+        let [m, k] = x.dims();
+        let [_, n] = w.dims();
+        let x = primitive(x);
+        let w = primitive(w);
+        // The activations are small beside the weight; a contiguous copy (when they are
+        // not already) costs nothing next to the product.
+        let x = if x.is_contiguous() && x.layout().start_offset() == 0 {
+            x
+        } else {
+            x.to_contiguous()
+        };
+        let x_values = &x.storage::<f32>()[..m * k];
+        let weight = match BfView::new(&w, k, n) {
+            Some(view) => view,
+            None => {
+                let w = w.to_contiguous();
+                let out = product(x_values, &BfView::new(&w, k, n).expect("contiguous"), m);
+                return tensor(out, m, n);
+            }
+        };
+        tensor(product(x_values, &weight, m), m, n)
+    }
+}
+
+fn primitive(t: Tensor<Flex, 2>) -> FlexTensor {
+    t.into_primitive().tensor()
+}
+
+fn tensor(values: Vec<f32>, m: usize, n: usize) -> Tensor<Flex, 2> {
+    let data = burn::tensor::TensorData::new(values, [m, n]);
+    Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(data)))
+}
+
+/// `x w` for `x` `[m, k]` (row-major) and the bf16 view `w`, as `[m, n]` row-major.
+fn product(x: &[f32], w: &BfView<'_>, m: usize) -> Vec<f32> {
+    let simd = Simd::detect();
+    if m <= DOT_ROWS && w.row_stride == 1 {
+        dot_product(x, w, m, simd)
+    } else {
+        tiled_product(x, w, m, simd)
+    }
+}
+
+/// A `[k, n]` bf16 matrix inside a flex tensor's storage:
+/// `w[r, c] = data[offset + r * row_stride + c * col_stride]`.
+struct BfView<'a> {
+    data: &'a [bf16],
+    offset: usize,
+    k: usize,
+    n: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> BfView<'a> {
+    /// The view of `t`, or `None` when its strides are not positive (a flipped tensor),
+    /// which the caller makes contiguous first.
+    fn new(t: &'a FlexTensor, k: usize, n: usize) -> Option<Self> {
+        let layout: &Layout = t.layout();
+        let strides = layout.strides();
+        let (rs, cs) = (strides[0], strides[1]);
+        if rs <= 0 || cs <= 0 {
+            return None;
+        }
+        Some(Self {
+            data: t.storage::<bf16>(),
+            offset: layout.start_offset(),
+            k,
+            n,
+            row_stride: rs as usize,
+            col_stride: cs as usize,
+        })
+    }
+
+    /// Column `c` when the rows are contiguous (`row_stride == 1`).
+    fn column(&self, c: usize) -> &[bf16] {
+        let start = self.offset + c * self.col_stride;
+        &self.data[start..start + self.k]
+    }
+
+    /// Widens columns `c0..c0 + cols` into `buf`, keeping the memory order of the
+    /// source so that the reads are sequential. Returns gemm's `(rhs_cs, rhs_rs)` strides of
+    /// the buffer.
+    fn widen_columns(&self, c0: usize, cols: usize, buf: &mut [f32], simd: Simd) -> (isize, isize) {
+        let k = self.k;
+        if self.row_stride == 1 {
+            // Column-contiguous: buf is [cols][k].
+            for (j, out) in buf.chunks_exact_mut(k).take(cols).enumerate() {
+                simd.widen(self.column(c0 + j), out);
+            }
+            (k as isize, 1)
+        } else if self.col_stride == 1 {
+            // Row-contiguous: buf is [k][cols].
+            for (r, out) in buf.chunks_exact_mut(cols).take(k).enumerate() {
+                let start = self.offset + r * self.row_stride + c0;
+                simd.widen(&self.data[start..start + cols], out);
+            }
+            (1, cols as isize)
+        } else {
+            for (r, out) in buf.chunks_exact_mut(cols).take(k).enumerate() {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = widen(
+                        self.data[self.offset + r * self.row_stride + (c0 + j) * self.col_stride],
+                    );
+                }
+            }
+            (1, cols as isize)
+        }
+    }
+}
+
+/// The few-rows regime: each output is a dot product of an activation row with a weight
+/// column read once for all rows.
+fn dot_product(x: &[f32], w: &BfView<'_>, m: usize, simd: Simd) -> Vec<f32> {
+    let (k, n) = (w.k, w.n);
+    // Computed column-major ([n][m]) so that each task owns a contiguous slice.
+    let mut out_t = vec![0f32; n * m];
+    out_t
+        .par_chunks_mut(DOT_COLUMNS * m)
+        .enumerate()
+        .for_each(|(group, chunk)| {
+            for (j, outs) in chunk.chunks_exact_mut(m).enumerate() {
+                let column = w.column(group * DOT_COLUMNS + j);
+                for (r, o) in outs.iter_mut().enumerate() {
+                    *o = simd.dot(column, &x[r * k..(r + 1) * k]);
+                }
+            }
+        });
+    if m == 1 {
+        return out_t;
+    }
+    let mut out = vec![0f32; m * n];
+    for (c, outs) in out_t.chunks_exact(m).enumerate() {
+        for (r, &v) in outs.iter().enumerate() {
+            out[r * n + c] = v;
+        }
+    }
+    out
+}
+
+/// The many-rows regime: gemm on each tile of widened weight columns.
+fn tiled_product(x: &[f32], w: &BfView<'_>, m: usize, simd: Simd) -> Vec<f32> {
+    let (k, n) = (w.k, w.n);
+    let mut out = vec![0f32; m * n];
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    let tiles = n.div_ceil(TILE_COLUMNS);
+    (0..tiles).into_par_iter().for_each_init(
+        || vec![0f32; k * TILE_COLUMNS],
+        |buf, tile| {
+            let c0 = tile * TILE_COLUMNS;
+            let cols = TILE_COLUMNS.min(n - c0);
+            let (rhs_cs, rhs_rs) = w.widen_columns(c0, cols, buf, simd);
+            // SAFETY: every tile writes only its own columns `c0..c0 + cols` of `out`
+            // (an `m x n` row-major buffer that outlives the loop); `x` holds `m x k`
+            // values and `buf` at least `k x cols`, laid out as the strides say.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    cols,
+                    k,
+                    out_ptr.at(c0),
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    buf.as_ptr(),
+                    rhs_cs,
+                    rhs_rs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
+    out
+}
+
+/// The output buffer, shared by tiles that write disjoint columns.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tiles write disjoint columns (see `tiled_product`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers pass an offset inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// bf16 to f32 is exact: bf16 is the top half of an f32.
+#[inline(always)]
+fn widen(v: bf16) -> f32 {
+    f32::from_bits((v.to_bits() as u32) << 16)
+}
+
+/// The instruction set the loops are compiled for, chosen once per product.
+#[derive(Clone, Copy)]
+enum Simd {
+    Baseline,
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+}
+
+impl Simd {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Simd::Avx2Fma;
+        }
+        Simd::Baseline
+    }
+
+    fn dot(self, w: &[bf16], x: &[f32]) -> f32 {
+        match self {
+            Simd::Baseline => dot_lanes::<false>(w, x),
+            // SAFETY: the CPU has AVX2 and FMA (checked in `detect`).
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2Fma => unsafe { dot_avx2(w, x) },
+        }
+    }
+
+    fn widen(self, src: &[bf16], dst: &mut [f32]) {
+        match self {
+            Simd::Baseline => widen_all(src, dst),
+            // SAFETY: the CPU has AVX2 (checked in `detect`).
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2Fma => unsafe { widen_avx2(src, dst) },
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(w: &[bf16], x: &[f32]) -> f32 {
+    dot_lanes::<true>(w, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn widen_avx2(src: &[bf16], dst: &mut [f32]) {
+    widen_all(src, dst)
+}
+
+#[inline(always)]
+fn widen_all(src: &[bf16], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = widen(s);
+    }
+}
+
+/// A dot product in 16 independent f32 lanes, which the compiler turns into vector
+/// instructions (fused multiply-adds when `FMA`, which is only set where the CPU has them:
+/// elsewhere `mul_add` would be a slow library call).
+#[inline(always)]
+fn dot_lanes<const FMA: bool>(w: &[bf16], x: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let (w_chunks, x_chunks) = (w.chunks_exact(LANES), x.chunks_exact(LANES));
+    let (w_rest, x_rest) = (w_chunks.remainder(), x_chunks.remainder());
+    for (wc, xc) in w_chunks.zip(x_chunks) {
+        for i in 0..LANES {
+            acc[i] = if FMA {
+                widen(wc[i]).mul_add(xc[i], acc[i])
+            } else {
+                acc[i] + widen(wc[i]) * xc[i]
+            };
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (&wv, &xv) in w_rest.iter().zip(x_rest) {
+        sum += widen(wv) * xv;
+    }
+    sum
+}

@@ -1,0 +1,200 @@
+//! The product of f32 activations with a weight stored in a narrower float (bf16).
+//!
+//! A frozen base held in bf16 halves the model's memory, but a backend that can only
+//! multiply equal dtypes must then either round the activations to bf16 or widen the whole
+//! weight to f32 on every product. burn-flex does the latter inside its bf16 matmul (plus
+//! a contiguous copy of a transposed weight): for one decoded token of Phi-3-V that is a
+//! fresh 15 GB of f32 writes. [`MixedMatmul`] is the extension point that lets a backend
+//! read the narrow weight directly and accumulate in f32, as llama.cpp and ONNX Runtime do
+//! on CPUs.
+//!
+//! Its provided method works on any backend: it rounds the activations to the weight's
+//! dtype and runs the backend's own product in that dtype (a GPU's bf16 units, with f32
+//! accumulation inside the kernel). Flex overrides it with a kernel that never widens more
+//! than a tile of the weight at a time (see `flex.rs`). Under autodiff the product is one
+//! node whose only differentiable input is the activation: the weight is a frozen base.
+
+#[cfg(feature = "flex")]
+mod flex;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor, TensorPrimitive};
+
+/// A backend that can multiply activations by a weight stored in another float dtype.
+pub trait MixedMatmul: Backend {
+    /// `x w`, in `x`'s dtype, where `w` may be stored in a narrower float dtype (bf16)
+    /// than `x` (f32). When the dtypes are equal this is the plain product.
+    ///
+    /// # Shapes
+    /// - `x`: `[m, k]`
+    /// - `w`: `[k, n]`, any strides (a transposed PyTorch `[n, k]` weight is the usual case)
+    /// - returns `[m, n]`
+    fn mixed_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        rounded_matmul(x, w)
+    }
+}
+
+/// The provided [`MixedMatmul::mixed_matmul`]: `x` rounded to `w`'s dtype, the backend's
+/// product in that dtype, and the result cast back to `x`'s dtype.
+///
+/// # Shapes
+/// - `x`: `[m, k]`, `w`: `[k, n]`; returns `[m, n]`
+pub fn rounded_matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    let (x_dtype, w_dtype) = (x.dtype(), w.dtype());
+    if x_dtype == w_dtype {
+        return x.matmul(w);
+    }
+    x.cast(FloatDType::from(w_dtype))
+        .matmul(w)
+        .cast(FloatDType::from(x_dtype))
+}
+
+/// Opts backends without a mixed kernel in to the provided method (unused when only flex
+/// is compiled in).
+#[allow(unused_macros)]
+macro_rules! rounding_mixed_matmul {
+    ($($backend:ty),* $(,)?) => {
+        $(impl MixedMatmul for $backend {})*
+    };
+}
+
+#[cfg(feature = "ndarray")]
+rounding_mixed_matmul!(burn::backend::NdArray);
+#[cfg(feature = "wgpu")]
+rounding_mixed_matmul!(burn::backend::Wgpu);
+#[cfg(feature = "cuda")]
+rounding_mixed_matmul!(burn::backend::Cuda);
+
+/// Under autodiff the product is one node: the inner backend's mixed product forward, and
+/// `dx = dy w^T` (the same mixed product, on the transposed view of the weight) backward.
+/// The weight is taken as a constant: a frozen base has no gradient, so nothing is saved
+/// for it beyond the reference the layer already holds.
+impl<B: MixedMatmul, C: CheckpointStrategy> MixedMatmul for Autodiff<B, C> {
+    fn mixed_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let x = x.into_primitive().tensor();
+        let w = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(
+            w.into_primitive().tensor().primitive,
+        ));
+        let x_inner = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(x.primitive.clone()));
+        let out = match MixedMatmulBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::mixed_matmul(x_inner, w.clone());
+                prep.finish(w, out.into_primitive().tensor())
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::mixed_matmul(x_inner, w).into_primitive().tensor())
+            }
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+}
+
+/// The autodiff node of one mixed product; its state is the (frozen) weight.
+#[derive(Debug)]
+struct MixedMatmulBackward;
+
+impl<B: MixedMatmul> Backward<B, 1> for MixedMatmulBackward {
+    type State = Tensor<B, 2>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad =
+            Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            let dx = B::mixed_matmul(grad, ops.state.transpose());
+            grads.register::<B>(node.id, dx.into_primitive().tensor());
+        }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type B = burn::backend::Flex;
+    type A = Autodiff<B>;
+
+    /// The reference: the product of `x` with the weight widened to f32.
+    fn widened<Bk: Backend>(x: Tensor<Bk, 2>, w: Tensor<Bk, 2>) -> Tensor<Bk, 2> {
+        x.matmul(w.cast(FloatDType::F32))
+    }
+
+    fn weight(k: usize, n: usize, transposed: bool) -> Tensor<B, 2> {
+        let device = Default::default();
+        if transposed {
+            Tensor::<B, 2>::random([n, k], Distribution::Normal(0.0, 1.0), &device)
+                .cast(FloatDType::BF16)
+                .transpose()
+        } else {
+            Tensor::<B, 2>::random([k, n], Distribution::Normal(0.0, 1.0), &device)
+                .cast(FloatDType::BF16)
+        }
+    }
+
+    /// Every shape class the kernel distinguishes: one row and a few (the dot-product
+    /// path), many rows (the tiled path), widths that are no multiple of a tile, and both
+    /// weight orientations.
+    #[test]
+    fn mixed_product_equals_the_widened_product() {
+        let device = Default::default();
+        for (m, k, n) in [
+            (1, 7, 5),
+            (3, 96, 130),
+            (4, 33, 257),
+            (9, 64, 300),
+            (70, 200, 129),
+        ] {
+            for transposed in [true, false] {
+                let x = Tensor::<B, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+                let w = weight(k, n, transposed);
+                let got = B::mixed_matmul(x.clone(), w.clone());
+                assert_eq!(got.dtype(), burn::tensor::DType::F32);
+                got.into_data()
+                    .assert_approx_eq::<f32>(&widened(x, w).into_data(), Tolerance::absolute(1e-4));
+            }
+        }
+    }
+
+    /// A weight that is a slice of a larger one (an offset and a row stride wider than the
+    /// view) reads the right elements.
+    #[test]
+    fn strided_weight_views_are_read_in_place() {
+        let device = Default::default();
+        let full = weight(40, 50, true);
+        let w = full.slice([3..35, 5..45]);
+        let x = Tensor::<B, 2>::random([6, 32], Distribution::Normal(0.0, 1.0), &device);
+        B::mixed_matmul(x.clone(), w.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&widened(x, w).into_data(), Tolerance::absolute(1e-4));
+    }
+
+    /// The gradient reaches the activation as `dy w^T`, and never the weight.
+    #[test]
+    fn gradient_flows_to_the_activation_only() {
+        let device = Default::default();
+        let w_inner = weight(24, 40, true);
+        let x0 = Tensor::<B, 2>::random([5, 24], Distribution::Normal(0.0, 1.0), &device);
+        let dy = Tensor::<B, 2>::random([5, 40], Distribution::Normal(0.0, 1.0), &device);
+
+        let x = Tensor::<A, 2>::from_inner(x0.clone()).require_grad();
+        let w = Tensor::<A, 2>::from_inner(w_inner.clone());
+        let y = A::mixed_matmul(x.clone(), w.clone());
+        let grads = (y * Tensor::from_inner(dy.clone())).sum().backward();
+        let dx = x.grad(&grads).expect("the activation has a gradient");
+        assert!(w.grad(&grads).is_none(), "the frozen weight got a gradient");
+        dx.into_data().assert_approx_eq::<f32>(
+            &widened(dy, w_inner.transpose()).into_data(),
+            Tolerance::absolute(1e-4),
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! A bf16-resident base, on the tiny reference model dir (vision tower, projection and
+//! decoder, one image).
+//!
+//! The mixed product is exact apart from f32 summation order: a bf16-resident model gives
+//! the logits of an f32 model that holds the same (bf16-rounded) weights, to 1e-5. That
+//! the rounding itself stays small is checked in phi3v-testkit's `bf16_resident.rs`, on a
+//! model stored in f32.
+
+use std::path::PathBuf;
+
+use burn::backend::Flex;
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
+use phi3_decoder::ForwardOptions;
+use phi3v::nn::{memory, BaseDtype, NamedLinears};
+use phi3v::{ImageInput, ModelDir, Phi3V};
+use phi3v_nn::Weights;
+
+type B = Flex;
+
+fn dir() -> ModelDir {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_phi3v");
+    ModelDir::resolve(path.to_str().unwrap()).unwrap()
+}
+
+fn load(base: BaseDtype) -> Phi3V<B> {
+    let (model, dtype) = dir().load_model_as::<B>(&Default::default(), base).unwrap();
+    let expected = match base {
+        BaseDtype::F32 => None,
+        _ => Some(FloatDType::BF16),
+    };
+    assert_eq!(dtype, expected);
+    model
+}
+
+/// The one-image case of the reference fixture: ids and tiles.
+fn inputs() -> (Tensor<B, 2, Int>, ImageInput<B>) {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let expected = Weights::open(data.join("expected.safetensors")).unwrap();
+    let device = Default::default();
+    let shape = expected.shape("one_image.input_ids").unwrap().to_vec();
+    let ids = expected.read_i64("one_image.input_ids", &shape).unwrap();
+    let ids = Tensor::from_data(TensorData::new(ids, [shape[0], shape[1]]), &device);
+    let tile_shape: [usize; 4] = expected
+        .shape("one_image.tiles")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let grid_shape = expected.shape("one_image.grids").unwrap().to_vec();
+    let grids = expected.read_i64("one_image.grids", &grid_shape).unwrap();
+    let images = ImageInput {
+        tiles: expected
+            .tensor("one_image.tiles", tile_shape, &device)
+            .unwrap(),
+        grids: grids
+            .chunks(2)
+            .map(|g| (g[0] as usize, g[1] as usize))
+            .collect(),
+    };
+    (ids, images)
+}
+
+fn logits(model: &Phi3V<B>) -> Vec<f32> {
+    let (ids, images) = inputs();
+    model
+        .forward(ids, Some(&images), ForwardOptions::default())
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn bf16_resident_logits_are_the_rounded_weights_logits() {
+    let bf16 = load(BaseDtype::Bf16);
+    let mut widened = bf16.clone();
+    widened.for_each_linear("", &mut |_, linear| linear.cast_weight(FloatDType::F32));
+    // Half the bytes of every linear weight.
+    assert!(memory::resident_bytes(&bf16) < memory::resident_bytes(&widened));
+    let diff = max_abs_diff(&logits(&bf16), &logits(&widened));
+    assert!(diff <= 1e-5, "mixed product vs widened weights: {diff}");
+}
