@@ -53,11 +53,24 @@ pub fn check_fits(need: MemoryNeed, available: u64) -> Result<(), OutOfMemory> {
     }
 }
 
-/// The memory the host can give without swapping (`MemAvailable` of `/proc/meminfo`), or
-/// `None` where that is unknown (not Linux).
+/// The memory the host can give without swapping (`MemAvailable` of `/proc/meminfo`),
+/// lowered to what the process's cgroup (v2) still allows where it sets a limit, as
+/// containers do; `None` where neither is known (not Linux).
 pub fn host_available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    parse_mem_available(&text)
+    let available = parse_mem_available(&text)?;
+    Some(match cgroup_headroom() {
+        Some(headroom) => available.min(headroom),
+        None => available,
+    })
+}
+
+/// `memory.max - memory.current` of the cgroup v2 the process runs in, when it has a limit.
+fn cgroup_headroom() -> Option<u64> {
+    let read = |file: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{file}")).ok();
+    let max: u64 = read("memory.max")?.trim().parse().ok()?; // "max" means no limit
+    let current: u64 = read("memory.current")?.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
 }
 
 fn parse_mem_available(meminfo: &str) -> Option<u64> {
@@ -66,10 +79,19 @@ fn parse_mem_available(meminfo: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Whether `B` keeps its tensors in host memory, where [`host_available`] is the budget.
-/// GPU backends hold them in device memory, which burn gives no portable way to query.
+/// Whether `B` keeps its tensors in host memory, where [`host_available`] is the budget
+/// (autodiff over a CPU backend included). GPU backends hold them in device memory, which
+/// burn gives no portable way to query.
 pub fn lives_in_host_memory<B: Backend>(device: &B::Device) -> bool {
-    matches!(B::name(device).as_str(), "flex" | "ndarray")
+    let name = B::name(device);
+    let mut inner = name.as_str();
+    while let Some(wrapped) = inner
+        .strip_prefix("autodiff<")
+        .and_then(|n| n.strip_suffix('>'))
+    {
+        inner = wrapped;
+    }
+    matches!(inner, "flex" | "ndarray")
 }
 
 /// The bytes a module's float parameters hold, each in its own dtype.
@@ -123,8 +145,11 @@ mod tests {
 
     #[test]
     fn flex_is_host_memory() {
-        assert!(lives_in_host_memory::<burn::backend::Flex>(
-            &Default::default()
+        type Flex = burn::backend::Flex;
+        let device = Default::default();
+        assert!(lives_in_host_memory::<Flex>(&device));
+        assert!(lives_in_host_memory::<burn::backend::Autodiff<Flex>>(
+            &device
         ));
     }
 }

@@ -324,6 +324,28 @@ fn complete_snapshot(get: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// A budget below the model's need is refused with the sizes, and with the bf16 base
+    /// as the way out when that would fit; a budget above it passes.
+    #[test]
+    fn a_model_past_the_memory_budget_is_refused_before_loading() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_phi3v");
+        let mut weights = Weights::open(&dir).unwrap();
+        let need = weights.memory_need();
+        let bf16_need = weights.memory_need_as(Some(FloatDType::BF16));
+        assert!(bf16_need.peak() < need.peak());
+        assert!(check_memory(&weights, need.peak()).is_ok());
+        let err = check_memory(&weights, bf16_need.peak())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the model needs") && err.contains("--base-dtype bf16"),
+            "{err}"
+        );
+        weights.set_matrix_dtype(Some(FloatDType::BF16));
+        let err = check_memory(&weights, 1).unwrap_err().to_string();
+        assert!(!err.contains("--base-dtype"), "{err}");
+    }
+
     #[test]
     fn path_like_names_never_reach_the_hub() {
         for name in [
