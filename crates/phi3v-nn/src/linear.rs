@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::lora::LoraAdapter;
-use crate::mixed::MixedMatmul;
+use crate::mixed::{rounded_matmul, MixedMatmul};
 use crate::view::{Init, WeightsView};
 use crate::weights::WeightsError;
 
@@ -129,20 +129,19 @@ impl<B: MixedMatmul> Linear<B> {
         let base = if x.dtype() == weight.dtype() {
             burn::tensor::module::linear(x.clone(), weight, bias)
         } else {
+            let dims = x.dims();
+            let [d_input, d_output] = weight.dims();
+            let rows = x
+                .clone()
+                .reshape([dims.iter().product::<usize>() / d_input, d_input]);
+            let mut out_dims = dims;
+            out_dims[D - 1] = d_output;
             let y = if weight.is_require_grad() {
-                let x_dtype = float(x.dtype());
-                burn::tensor::module::linear(x.clone().cast(float(weight.dtype())), weight, None)
-                    .cast(x_dtype)
+                rounded_matmul(rows, weight)
             } else {
-                let dims = x.dims();
-                let [d_input, d_output] = weight.dims();
-                let rows = x
-                    .clone()
-                    .reshape([dims.iter().product::<usize>() / d_input, d_input]);
-                let mut out_dims = dims;
-                out_dims[D - 1] = d_output;
-                B::mixed_matmul(rows, weight).reshape(out_dims)
-            };
+                B::mixed_matmul(rows, weight)
+            }
+            .reshape(out_dims);
             match bias {
                 Some(b) => y + b.unsqueeze(),
                 None => y,
@@ -153,9 +152,4 @@ impl<B: MixedMatmul> Linear<B> {
             None => base,
         }
     }
-}
-
-/// The float dtype of a tensor's dtype (linear layers only hold float tensors).
-fn float(dtype: DType) -> FloatDType {
-    FloatDType::from(dtype)
 }

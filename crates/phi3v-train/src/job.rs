@@ -333,11 +333,7 @@ impl<T: Task<Item = CatalogueItem>> CheckedJob<T> {
                 data.train.len(),
                 data.val.len(),
                 B::name(&device),
-                if matrix_dtype.is_some() {
-                    "bf16"
-                } else {
-                    "f32"
-                },
+                phi3v::nn::base_dtype::dtype_name(matrix_dtype),
                 if settings.train.recompute {
                     " · activation recomputation"
                 } else {
