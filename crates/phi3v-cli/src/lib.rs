@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod presets;
 pub mod summary;
+pub mod task_choice;
 pub mod train_args;
 pub mod training;
 

@@ -75,8 +75,8 @@ enum Command {
     ///
     /// This is the tool for checking a model dir against the Python reference: the
     /// prompt is tokenized exactly as the reference processor does (each text chunk with
-    /// BOS, <|image_N|> replaced by image N's placeholder ids), the forward runs in f32 on
-    /// the CPU, and the file holds `input_ids` (i64, [seq]) and `logits` (f32, [seq,
+    /// BOS, <|image_N|> replaced by image N's placeholder ids), the forward runs in f32 (on
+    /// the CPU unless --backend says otherwise), and the file holds `input_ids` (i64, [seq]) and `logits` (f32, [seq,
     /// vocab]) to compare with the reference's.
     Logits {
         #[arg(long)]
@@ -99,7 +99,8 @@ enum Command {
         base_dtype: BaseDtype,
     },
     /// Write a synthetic product catalogue (parquet with the Burberry schema, plus drawn
-    /// product photos) for testing and learning without real data.
+    /// product photos) for testing and learning without real data. The furniture preset
+    /// also writes its rows as conversation records (conversations.jsonl).
     SampleData {
         #[arg(long, default_value_t = 200)]
         rows: usize,
@@ -140,7 +141,8 @@ enum Command {
         /// PEFT adapter directory (adapter_config.json + adapter_model.safetensors).
         #[arg(long)]
         adapter: Option<PathBuf>,
-        /// Catalogue file (parquet, CSV, JSON lines).
+        /// Catalogue file (parquet, CSV, JSON lines), or conversation records (JSON lines
+        /// of {"messages": [...], "images": [...]}, told by the `messages` key).
         #[arg(long)]
         data: PathBuf,
         /// A task file (see docs/tasks.md); without it, the built-in Burberry task.
@@ -230,7 +232,9 @@ fn main() -> ExitCode {
             out,
             overwrite,
             base_dtype,
-        } => cli::logits::run(&model, &prompt, &image, &out, overwrite, base_dtype),
+        } => with_backend!(cli.backend, Box::<dyn std::error::Error>::from, B => {
+            cli::logits::run::<B>(&model, &prompt, &image, &out, overwrite, base_dtype, Default::default())
+        }),
         Command::SampleData {
             rows,
             seed,

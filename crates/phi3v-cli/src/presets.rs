@@ -2,14 +2,14 @@
 //! job: the tiny random model and the sample catalogue, each written into the run directory
 //! on first use, and the training preset that makes the tiny model learn on a CPU.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use phi3v_data::sample_data::{self, SampleConfig};
+use phi3v_data::sample_data::{self, SampleConfig, SamplePreset};
 use phi3v_nn::LoraConfig;
 use phi3v_peft::AdapterPlan;
 use phi3v_testkit::TinySpec;
-use phi3v_train::job::{JobConfig, JobSettings};
-use phi3v_train::{BaseDtype, ScheduleKind, TrainConfig, TrainError};
+use phi3v_train::job::{JobConfig, JobSettings, TaskFileRecord};
+use phi3v_train::{BaseDtype, ScheduleKind, TaskFile, TrainConfig, TrainError};
 use serde::{Deserialize, Serialize};
 
 /// Where the base model comes from.
@@ -29,7 +29,43 @@ pub enum DataSource {
     /// A catalogue file (parquet, CSV, JSON lines) with the Burberry columns.
     Catalogue(PathBuf),
     /// A synthetic catalogue generated into `{run}/sample-data`.
-    Sample { rows: usize, seed: u64 },
+    Sample {
+        rows: usize,
+        seed: u64,
+        /// Which sample catalogue (the one whose columns the task names).
+        #[serde(default)]
+        preset: SamplePreset,
+    },
+}
+
+/// The sample catalogue a task file runs on when no `--data` is given: the first preset
+/// whose columns include every column the file names (its image, group and template
+/// columns), so `tasks/burberry.toml` gets the Burberry sample and `tasks/furniture.toml`
+/// the furniture one.
+///
+/// # Errors
+/// The task file's errors, or [`TrainError::Config`] when no preset has its columns.
+pub fn sample_preset_for(task: &Path) -> Result<SamplePreset, TrainError> {
+    let file = TaskFile::load(task)?;
+    let layout = file.record_layout();
+    let named: Vec<&str> = std::iter::once(layout.image.as_str())
+        .chain(layout.columns.iter().map(|c| c.name.as_str()))
+        .collect();
+    SamplePreset::ALL
+        .into_iter()
+        .find(|preset| {
+            let columns = preset.columns();
+            named.iter().all(|n| columns.iter().any(|c| c == n))
+        })
+        .ok_or_else(|| {
+            TrainError::Config(format!(
+                "--task {} names columns ({}) that no sample catalogue has ({}): give the \
+                 catalogue with --data",
+                task.display(),
+                named.join(", "),
+                SamplePreset::NAMES.join(", ")
+            ))
+        })
 }
 
 /// A job as the command line describes it, before its model and data exist on disk.
@@ -70,6 +106,8 @@ impl JobSpec {
     /// Writes the tiny model and the sample catalogue where the spec asks for them (once:
     /// a rerun or a resume finds them in the run directory), and returns the job on files.
     pub fn prepare(self) -> Result<Prepared, TrainError> {
+        // Read before anything is written: a task file that cannot be read writes nothing.
+        let task = self.task.as_deref().map(TaskFileRecord::of).transpose()?;
         let run_dir = &self.settings.run_dir;
         let created_run_dir = !run_dir.exists();
         let mut written = Vec::new();
@@ -88,7 +126,7 @@ impl JobSpec {
         };
         let data = match &self.data {
             DataSource::Catalogue(path) => path.clone(),
-            DataSource::Sample { rows, seed } => {
+            DataSource::Sample { rows, seed, preset } => {
                 let out_dir = run_dir.join("sample-data");
                 let catalogue = out_dir.join(sample_data::CATALOGUE_FILE);
                 if !catalogue.is_file() {
@@ -96,6 +134,7 @@ impl JobSpec {
                         rows: *rows,
                         seed: *seed,
                         out_dir: out_dir.clone(),
+                        preset: *preset,
                         ..SampleConfig::default()
                     })?;
                     written.push(out_dir);
@@ -108,6 +147,7 @@ impl JobSpec {
                 model,
                 model_label,
                 data,
+                task,
                 settings: self.settings,
             },
             written,
@@ -149,5 +189,42 @@ pub fn tiny_preset() -> TrainConfig {
         base_dtype: BaseDtype::F32,
         recompute: false,
         ..TrainConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_file(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path)
+    }
+
+    #[test]
+    fn a_task_file_without_data_gets_the_sample_preset_of_its_columns() {
+        let preset = |path: &Path| sample_preset_for(path);
+        assert_eq!(
+            preset(&repo_file("tasks/burberry.toml")).unwrap(),
+            SamplePreset::Burberry
+        );
+        assert_eq!(
+            preset(&repo_file("tasks/furniture.toml")).unwrap(),
+            SamplePreset::Furniture
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("t.toml");
+        let text = std::fs::read_to_string(repo_file("tasks/furniture.toml"))
+            .unwrap()
+            .replace("{type}", "{colour}")
+            .replace("type = \"category\"", "colour = \"category\"");
+        std::fs::write(&other, text).unwrap();
+        let err = preset(&other).unwrap_err().to_string();
+        assert!(
+            err.contains("names columns (photo, name, colour, width_cm, sku, room)")
+                && err.contains("give the catalogue with --data"),
+            "{err}"
+        );
     }
 }

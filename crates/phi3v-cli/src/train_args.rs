@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
+use phi3v_data::sample_data::SamplePreset;
 use phi3v_data::split::SplitConfig;
 use phi3v_peft::targets::{LM_HEAD, VISION_TARGETS};
 use phi3v_peft::AdapterPlan;
@@ -19,7 +20,7 @@ use phi3v_vision::IMG_PROJECTION;
 
 use phi3v_testkit::TinySpec;
 
-use crate::presets::{tiny_preset, DataSource, JobSpec, ModelSource};
+use crate::presets::{sample_preset_for, tiny_preset, DataSource, JobSpec, ModelSource};
 
 /// Flags of a fine-tuning run.
 #[derive(Debug, Clone, Args)]
@@ -32,8 +33,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// A catalogue (parquet, CSV, JSON lines): with the columns --task names, or without
-    /// --task the Burberry columns. Without it a synthetic Burberry catalogue is generated
-    /// into RUN_DIR/sample-data.
+    /// --task the Burberry columns; or conversation records (JSON lines of {"messages":
+    /// [...], "images": [...]}, told by the `messages` key). Without it a synthetic
+    /// catalogue is generated into RUN_DIR/sample-data: the sample preset whose columns
+    /// --task names (Burberry without --task).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// A task file (TOML: image and group columns, prompt and answer templates, a type per
@@ -205,6 +208,10 @@ impl TrainArgs {
             None => DataSource::Sample {
                 rows: self.sample_rows,
                 seed: self.seed,
+                preset: match &self.task {
+                    Some(task) => sample_preset_for(task)?,
+                    None => SamplePreset::Burberry,
+                },
             },
         };
         Ok(JobSpec {

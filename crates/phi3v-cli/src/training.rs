@@ -4,16 +4,17 @@
 
 use std::path::Path;
 
-use phi3v_data::catalogue::CatalogueItem;
 use phi3v_io::{check_disjoint, Role};
 use phi3v_nn::AttentionBackend;
 use phi3v_train::job::{check_settings, run_job, JobConfig};
-use phi3v_train::{BurberryTask, RunSummary, Task, TemplateTask, TrainError};
+use phi3v_train::{RunSummary, Task, TrainError};
 
 use crate::presets::{DataSource, JobSpec, ModelSource};
+use crate::task_choice::TaskChoice;
 
-/// Runs `spec` on backend `B`, for the task its task file describes (checked before
-/// anything is written), or the built-in Burberry task without one.
+/// Runs `spec` on backend `B`, for the task its `--task` and `--data` make
+/// ([`TaskChoice::choose`]: a task file is checked before anything is written; conversation
+/// records are told by their `messages` key).
 ///
 /// Before anything is written, every setting and the run folder are checked
 /// ([`check_settings`]: a folder holding another run is refused without `--resume`), and the
@@ -30,18 +31,17 @@ pub fn run_training<B: AttentionBackend>(
 ) -> Result<(JobConfig, RunSummary), TrainError> {
     check_inputs(&spec)?;
     check_settings(&spec.settings)?;
-    match &spec.task {
-        Some(path) => {
-            let task = TemplateTask::load(path)?;
-            run_prepared::<B, _>(spec, task, device)
-        }
-        None => run_prepared::<B, _>(spec, BurberryTask::default(), device),
-    }
+    let data = match &spec.data {
+        DataSource::Catalogue(path) => Some(path.as_path()),
+        DataSource::Sample { .. } => None,
+    };
+    let choice = TaskChoice::choose(spec.task.as_deref(), data)?;
+    crate::with_task!(choice, task => run_prepared::<B, _>(spec, task, device))
 }
 
 /// Writes what the presets need and runs the job for `task`; takes back what was written if
 /// the run never started.
-fn run_prepared<B: AttentionBackend, T: Task<Item = CatalogueItem>>(
+fn run_prepared<B: AttentionBackend, T: Task>(
     spec: JobSpec,
     task: T,
     device: B::Device,

@@ -20,6 +20,10 @@
 //!   ([`phi3v_processor::prompt::Fields`]). With a
 //!   [`RecordLayout`](catalogue::RecordLayout) (a task file's columns), rows are read as
 //!   [`Record`](catalogue::Record)s of any named columns instead.
+//! - [`conversations`]: conversation datasets (JSON lines of `{messages, images}`, the form
+//!   ms-swift and LLaMA-Factory accept): multi-turn, multi-image records checked, their
+//!   `<image>` tags numbered as Phi-3-V's `<|image_N|>`, bad records dropped and reported by
+//!   line as catalogue rows are.
 //! - [`images`]: image downloads (bounded thread pool, timeout, retries, redirect limit, rustls)
 //!   into an atomic on-disk cache keyed by URL, one size limit for every image read, the one
 //!   entry point for an image a user names
@@ -34,6 +38,7 @@
 //! - [`error`]: [`DataError`], the crate's error type (processor errors convert into it).
 
 pub mod catalogue;
+pub mod conversations;
 pub mod error;
 pub mod images;
 mod json_file;

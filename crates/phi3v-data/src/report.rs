@@ -1,5 +1,5 @@
-//! The report of dropped rows: a catalogue row that cannot be used is dropped and said so,
-//! never silently.
+//! The report of dropped rows: a catalogue row (or a record of a conversation file) that
+//! cannot be used is dropped and said so, never silently.
 //!
 //! Every dropped row is recorded with its row index (0-based, in file order), its product code
 //! when it has a readable one, and a [`DropReason`]. The report is written as JSON
@@ -106,6 +106,20 @@ pub enum DropReason {
         /// Why, as the example builder said it.
         message: String,
     },
+    /// A conversation record whose messages cannot be trained: roles out of order, no
+    /// assistant turn to end it, a message that is not `{role, content}` text.
+    BadConversation {
+        /// What is wrong, naming the message (1-based, as a person counts).
+        message: String,
+    },
+    /// A conversation record whose `<image>` tags and `images` list disagree in number: which
+    /// image goes where would be a guess.
+    ImageCountMismatch {
+        /// `<image>` tags across the record's messages.
+        tags: usize,
+        /// Entries of its `images` list.
+        images: usize,
+    },
 }
 
 /// The kind of a [`DropReason`], without its details: for counting and for comparing a
@@ -139,6 +153,10 @@ pub enum DropKind {
     TooManyTokens,
     /// See [`DropReason::NotAnExample`].
     NotAnExample,
+    /// See [`DropReason::BadConversation`].
+    BadConversation,
+    /// See [`DropReason::ImageCountMismatch`].
+    ImageCountMismatch,
 }
 
 impl DropKind {
@@ -158,6 +176,8 @@ impl DropKind {
             DropKind::DuplicateProductCode => "duplicate product code",
             DropKind::TooManyTokens => "over the token budget",
             DropKind::NotAnExample => "not an example",
+            DropKind::BadConversation => "bad conversation",
+            DropKind::ImageCountMismatch => "image count mismatch",
         }
     }
 }
@@ -185,6 +205,8 @@ impl DropReason {
             DropReason::DuplicateProductCode { .. } => DropKind::DuplicateProductCode,
             DropReason::TooManyTokens { .. } => DropKind::TooManyTokens,
             DropReason::NotAnExample { .. } => DropKind::NotAnExample,
+            DropReason::BadConversation { .. } => DropKind::BadConversation,
+            DropReason::ImageCountMismatch { .. } => DropKind::ImageCountMismatch,
         }
     }
 }
@@ -234,6 +256,14 @@ impl fmt::Display for DropReason {
             DropReason::NotAnExample { message } => {
                 write!(f, "cannot become an example: {message}")
             }
+            DropReason::BadConversation { message } => write!(f, "bad conversation: {message}"),
+            DropReason::ImageCountMismatch { tags, images } => write!(
+                f,
+                "{tags} <image> tag{} in the messages but {images} entr{} in `images`: each \
+                 image needs exactly one tag where it goes",
+                if *tags == 1 { "" } else { "s" },
+                if *images == 1 { "y" } else { "ies" }
+            ),
         }
     }
 }

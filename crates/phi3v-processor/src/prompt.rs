@@ -80,10 +80,59 @@ pub fn generation_prompt(system: Option<&str>, user: &str) -> String {
     if let Some(system) = system {
         out.push_str(&turn(SYSTEM, system));
     }
+    push_user_turn(&mut out, user);
+    out
+}
+
+/// `<|user|>\n{user}<|end|>\n<|assistant|>\n`: a user turn and the tag that opens the reply.
+fn push_user_turn(out: &mut String, user: &str) {
     out.push_str(&turn(USER, user));
     out.push_str(ASSISTANT);
     out.push('\n');
-    out
+}
+
+/// A conversation of one or more exchanges (a user message and the assistant's reply, in
+/// order), with an optional system message first, as a training text: the prompt holds every
+/// turn up to the last `<|assistant|>\n`, the answer is the last reply, and each earlier reply
+/// is marked in the prompt ([`RenderedPrompt::replies`]) so that it is trained too.
+///
+/// One exchange gives exactly what [`generation_prompt`] and a single answer give. Returns
+/// `None` for no exchange (there is no answer to train).
+///
+/// ```
+/// use phi3v_processor::prompt::conversation;
+///
+/// let chat = conversation(None, &[("<|image_1|>What is it?", "A coat."), ("Its colour?", "Beige.")])
+///     .unwrap();
+/// assert_eq!(
+///     chat.prompt,
+///     "<|user|>\n<|image_1|>What is it?<|end|>\n<|assistant|>\nA coat.<|end|>\n\
+///      <|user|>\nIts colour?<|end|>\n<|assistant|>\n"
+/// );
+/// assert_eq!(&chat.prompt[chat.replies()[0].clone()], "A coat.<|end|>\n");
+/// assert_eq!(chat.answer, "Beige.");
+/// ```
+pub fn conversation(system: Option<&str>, exchanges: &[(&str, &str)]) -> Option<RenderedPrompt> {
+    let ((last_user, answer), earlier) = exchanges.split_last()?;
+    let mut prompt = String::new();
+    if let Some(system) = system {
+        prompt.push_str(&turn(SYSTEM, system));
+    }
+    let mut replies = Vec::with_capacity(earlier.len());
+    for (user, reply) in earlier {
+        push_user_turn(&mut prompt, user);
+        let start = prompt.len();
+        // The `\n` after `<|end|>` belongs to the reply: `<|end|>` swallows it when the reply is
+        // tokenized alone, as it does in the whole text.
+        prompt.push_str(&format!("{reply}{END}\n"));
+        replies.push(start..prompt.len());
+    }
+    push_user_turn(&mut prompt, last_user);
+    Some(RenderedPrompt {
+        prompt,
+        answer: answer.to_string(),
+        replies,
+    })
 }
 
 /// A value of a row, written into a template as Python's `str()` writes it.
@@ -354,10 +403,10 @@ impl PromptTemplate {
     pub fn render(&self, row: &(impl Fields + ?Sized)) -> Result<RenderedPrompt, ProcessorError> {
         let system = self.system.as_ref().map(|t| t.render(row)).transpose()?;
         let user = self.user.render(row)?;
-        Ok(RenderedPrompt {
-            prompt: generation_prompt(system.as_deref(), &user),
-            answer: self.answer.render(row)?,
-        })
+        Ok(RenderedPrompt::new(
+            generation_prompt(system.as_deref(), &user),
+            self.answer.render(row)?,
+        ))
     }
 
     /// Renders only the generation prompt (the answer template is not evaluated, so rows
@@ -374,17 +423,39 @@ impl PromptTemplate {
     }
 }
 
-/// A rendered prompt and answer of one row.
+/// A rendered prompt and answer of one row (or one conversation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedPrompt {
     /// Chat-formatted prompt ending with `<|assistant|>\n`: what the model sees before it
-    /// answers, and the masked (-100) part of a training example.
+    /// answers, and, but for its [`replies`](Self::replies), the masked (-100) part of a
+    /// training example.
     pub prompt: String,
     /// The bare answer, without the chat suffix (what generation should reproduce).
     pub answer: String,
+    /// Byte ranges of `prompt` that hold earlier assistant replies of a conversation, each
+    /// the reply and its `<|end|>\n`. Private so that only [`conversation`] marks them, and a
+    /// range always lies on a turn's boundaries outside any image tag.
+    replies: Vec<std::ops::Range<usize>>,
 }
 
 impl RenderedPrompt {
+    /// A prompt (ending with `<|assistant|>\n`) and its answer: one exchange, nothing in the
+    /// prompt trained.
+    pub fn new(prompt: impl Into<String>, answer: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            answer: answer.into(),
+            replies: Vec::new(),
+        }
+    }
+
+    /// The earlier assistant replies inside [`prompt`](Self::prompt), as byte ranges in
+    /// order (each a reply's text and its `<|end|>\n`): trained like the answer. Empty for
+    /// one exchange.
+    pub fn replies(&self) -> &[std::ops::Range<usize>] {
+        &self.replies
+    }
+
     /// The trained text: the answer followed by [`ANSWER_SUFFIX`].
     pub fn training_answer(&self) -> String {
         format!("{}{ANSWER_SUFFIX}", self.answer)

@@ -43,9 +43,10 @@ pub const IGNORE_INDEX: i64 = -100;
 pub struct TrainingExample {
     /// `[len]`: prompt ids (with image placeholders `-N`) then answer ids.
     pub input_ids: Vec<i64>,
-    /// `[len]`: [`IGNORE_INDEX`] over the prompt, the answer ids over the answer.
+    /// `[len]`: [`IGNORE_INDEX`] over the prompt (but for the earlier replies of a
+    /// conversation, labelled with their ids), the answer ids over the answer.
     pub labels: Vec<i64>,
-    /// Number of prompt positions (the masked prefix).
+    /// Number of prompt positions (everything before the last answer).
     pub prompt_len: usize,
     /// Image token count of each image, in image-id order (`<|image_1|>` first).
     pub num_img_tokens: Vec<usize>,
@@ -98,27 +99,27 @@ pub fn training_example(
         row: row.to_string(),
         source: Box::new(e),
     };
-    let prompt_ids = tokenizer
-        .encode_prompt(&prompt.prompt, num_img_tokens)
+    let (prompt_ids, in_reply) = tokenizer
+        .encode_conversation(&prompt.prompt, num_img_tokens, prompt.replies())
         .map_err(in_row)?;
     // No BOS before the answer: it continues the prompt.
     let answer_ids = tokenizer
         .encode_text(&prompt.training_answer(), false)
         .map_err(in_row)?;
     let len = prompt_ids.len() + answer_ids.len();
-    check_len(
-        row,
-        len,
-        placeholders(&prompt_ids),
-        answer_ids.len(),
-        max_len,
-    )?;
+    let trained = answer_ids.len() + in_reply.iter().filter(|&&r| r).count();
+    check_len(row, len, placeholders(&prompt_ids), trained, max_len)?;
 
     let prompt_len = prompt_ids.len();
+    // The prompt is masked but for the earlier replies of a conversation.
+    let mut labels: Vec<i64> = prompt_ids
+        .iter()
+        .zip(&in_reply)
+        .map(|(&id, &trained)| if trained { id } else { IGNORE_INDEX })
+        .collect();
+    labels.extend(answer_ids.iter().map(|&id| i64::from(id)));
     let mut input_ids = prompt_ids;
     input_ids.extend(answer_ids.iter().map(|&id| i64::from(id)));
-    let mut labels = vec![IGNORE_INDEX; prompt_len];
-    labels.extend(answer_ids.iter().map(|&id| i64::from(id)));
     Ok(TrainingExample {
         input_ids,
         labels,

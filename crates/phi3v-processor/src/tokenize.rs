@@ -275,24 +275,65 @@ impl Phi3Tokenizer {
         text: &str,
         num_img_tokens: &[usize],
     ) -> Result<Vec<i64>, ProcessorError> {
+        Ok(self.encode_conversation(text, num_img_tokens, &[])?.0)
+    }
+
+    /// [`encode_prompt`](Self::encode_prompt) of a prompt that holds earlier assistant
+    /// replies (`replies`: byte ranges of `text`, in order, none overlapping an image tag;
+    /// see [`RenderedPrompt::replies`](crate::prompt::RenderedPrompt::replies)).
+    ///
+    /// A reply is tokenized on its own without BOS, as the answer of a training example
+    /// is: it continues the text before it. The text around the replies is chunked at the
+    /// image tags as the reference does, with BOS at the start of the text and after each
+    /// image (never after a reply: the reference puts none there either). Since every reply
+    /// starts after `<|assistant|>\n` and ends with `<|end|>\n`, special tokens that split the
+    /// text anyway, the ids are those of the whole text.
+    ///
+    /// Returns the ids (`[len]`) and, for each, whether it belongs to a reply (`[len]`).
+    pub(crate) fn encode_conversation(
+        &self,
+        text: &str,
+        num_img_tokens: &[usize],
+        replies: &[std::ops::Range<usize>],
+    ) -> Result<(Vec<i64>, Vec<bool>), ProcessorError> {
         let tags = find_image_tags(text)?;
         let ids: Vec<usize> = tags.iter().map(|t| t.id).collect();
         validate_image_ids(&ids, num_img_tokens.len())?;
 
         let mut out = Vec::new();
-        let mut chunk_start = 0;
-        for tag in &tags {
-            self.push_chunk(&mut out, &text[chunk_start..tag.range.start])?;
-            let placeholder = -(tag.id as i64);
-            out.extend(std::iter::repeat_n(placeholder, num_img_tokens[tag.id - 1]));
-            chunk_start = tag.range.end;
+        let mut in_reply = Vec::new();
+        let mut tags = tags.iter().peekable();
+        let mut start = 0;
+        // The masked stretch before each reply, then the one after the last.
+        let ends = replies
+            .iter()
+            .map(|r| (r.start, Some(r)))
+            .chain([(text.len(), None)]);
+        for (end, reply) in ends {
+            // BOS opens the text and each chunk after an image, not a stretch after a reply.
+            let mut chunk_start = start;
+            let mut bos = start == 0;
+            while let Some(tag) = tags.next_if(|t| t.range.start < end) {
+                self.push_chunk(&mut out, &text[chunk_start..tag.range.start], bos)?;
+                let placeholder = -(tag.id as i64);
+                out.extend(std::iter::repeat_n(placeholder, num_img_tokens[tag.id - 1]));
+                chunk_start = tag.range.end;
+                bos = true;
+            }
+            self.push_chunk(&mut out, &text[chunk_start..end], bos)?;
+            in_reply.resize(out.len(), false);
+            if let Some(reply) = reply {
+                debug_assert!(tags.peek().is_none_or(|t| t.range.start >= reply.end));
+                self.push_chunk(&mut out, &text[reply.clone()], false)?;
+                in_reply.resize(out.len(), true);
+                start = reply.end;
+            }
         }
-        self.push_chunk(&mut out, &text[chunk_start..])?;
-        Ok(out)
+        Ok((out, in_reply))
     }
 
-    fn push_chunk(&self, out: &mut Vec<i64>, chunk: &str) -> Result<(), ProcessorError> {
-        out.extend(self.encode_text(chunk, true)?.into_iter().map(i64::from));
+    fn push_chunk(&self, out: &mut Vec<i64>, chunk: &str, bos: bool) -> Result<(), ProcessorError> {
+        out.extend(self.encode_text(chunk, bos)?.into_iter().map(i64::from));
         Ok(())
     }
 

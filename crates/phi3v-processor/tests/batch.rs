@@ -43,10 +43,7 @@ fn image(num_crops: usize, w: u32, h: u32, shade: u8) -> ProcessedImage {
 }
 
 fn rendered(user: &str, answer: &str) -> RenderedPrompt {
-    RenderedPrompt {
-        prompt: generation_prompt(None, user),
-        answer: answer.into(),
-    }
+    RenderedPrompt::new(generation_prompt(None, user), answer)
 }
 
 #[test]

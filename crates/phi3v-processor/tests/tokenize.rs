@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use phi3v_processor::prompt::{
-    generation_prompt, python_float_repr, FieldValue, PromptTemplate, RenderedPrompt,
+    conversation, generation_prompt, python_float_repr, FieldValue, PromptTemplate, RenderedPrompt,
 };
 use phi3v_processor::sample::{generation_example, training_example, IGNORE_INDEX};
 use phi3v_processor::tokenize::{Phi3Tokenizer, BOS_ID, ENDOFTEXT_ID, END_ID};
@@ -347,10 +347,8 @@ fn image_count_mismatch_is_an_error() {
 
 #[test]
 fn errors_name_the_row() {
-    let rendered = RenderedPrompt {
-        prompt: generation_prompt(None, "<|image_2|>What is it?"),
-        answer: "A shirt".into(),
-    };
+    let rendered =
+        RenderedPrompt::new(generation_prompt(None, "<|image_2|>What is it?"), "A shirt");
     let err = training_example(
         tokenizer(),
         "row 17 (product 8012345)",
@@ -479,4 +477,97 @@ fn burberry_template() -> PromptTemplate {
         "Product: {title}, Category: {category3_code}, Full Price: {full_price}",
     )
     .expect("the Burberry templates parse")
+}
+
+/// A multi-turn, multi-image conversation trains every assistant turn and nothing else: the
+/// ids are the reference processor's ids of the whole text, and the labels are the ids over
+/// each reply (with its `<|end|>`, and `<|endoftext|>` after the last one only), -100 over
+/// the system and user turns, the images, BOS and the `<|assistant|>` tags.
+#[test]
+fn conversations_train_the_assistant_turns_only() {
+    let tok = tokenizer();
+    let chat = conversation(
+        Some("You are a furniture expert."),
+        &[
+            ("<|image_1|>What is this?", "A trench coat."),
+            ("And this one?<|image_2|>", "A walnut table."),
+            ("Which is wider?", "The table."),
+        ],
+    )
+    .unwrap();
+    assert_eq!(chat.replies().len(), 2);
+    let n = [5, 7];
+    let ex = training_example(tok, "line 3", &chat, &n, None).unwrap();
+
+    // What the reference processor makes of the whole text.
+    let whole = tok.encode_prompt(&chat.full_text(), &n).unwrap();
+    assert_eq!(ex.input_ids, whole);
+
+    // The trained stretches, in order, decode to the three replies.
+    let mut stretches: Vec<Vec<u32>> = Vec::new();
+    let mut previous_trained = false;
+    for (&label, &id) in ex.labels.iter().zip(&ex.input_ids) {
+        let trained = label != IGNORE_INDEX;
+        if trained {
+            assert_eq!(label, id, "a label is the id it stands at");
+            if !previous_trained {
+                stretches.push(Vec::new());
+            }
+            stretches.last_mut().unwrap().push(id as u32);
+        }
+        previous_trained = trained;
+    }
+    let decoded: Vec<String> = stretches
+        .iter()
+        .map(|ids| tok.decode(ids, false).unwrap())
+        .collect();
+    assert_eq!(
+        decoded,
+        [
+            "A trench coat.<|end|>",
+            "A walnut table.<|end|>",
+            "The table.<|end|><|endoftext|>"
+        ]
+    );
+    // Each stretch starts right after an `<|assistant|>` tag, which is masked.
+    for (i, window) in ex.input_ids.windows(2).enumerate() {
+        if window[0] == 32001 {
+            assert_eq!(ex.labels[i], IGNORE_INDEX);
+            assert_ne!(ex.labels[i + 1], IGNORE_INDEX, "reply after position {i}");
+        }
+    }
+    // Masked: both images in full, one BOS per chunk (start, after each image), the
+    // user and system turns.
+    for (id, count) in [(-1, 5), (-2, 7), (i64::from(BOS_ID), 3)] {
+        let at: Vec<usize> = (0..ex.len()).filter(|&i| ex.input_ids[i] == id).collect();
+        assert_eq!(at.len(), count, "id {id}");
+        assert!(at.iter().all(|&i| ex.labels[i] == IGNORE_INDEX), "id {id}");
+    }
+    assert_eq!(
+        ex.labels
+            .iter()
+            .filter(|&&l| l == i64::from(ENDOFTEXT_ID))
+            .count(),
+        1
+    );
+
+    // Generation: everything up to the last `<|assistant|>`.
+    let gen = generation_example(tok, "line 3", &chat.prompt, &n, None).unwrap();
+    assert_eq!(gen.input_ids, ex.input_ids[..ex.prompt_len]);
+    assert_eq!(*gen.input_ids.last().unwrap(), 32001);
+}
+
+/// One exchange through [`conversation`] is the single-turn example exactly.
+#[test]
+fn a_one_exchange_conversation_is_the_single_turn_example() {
+    let template = burberry_template();
+    let case = &fixture()["training"][0];
+    let rendered = template.render(&burberry_row(&case["row"])).unwrap();
+    let user = "<|image_1|>What is shown in this image?";
+    let chat = conversation(None, &[(user, rendered.answer.as_str())]).unwrap();
+    assert_eq!(chat, rendered);
+    let n = usizes(&case["num_img_tokens"]);
+    let ex = training_example(tokenizer(), "row 0", &chat, &n, None).unwrap();
+    assert_eq!(ex.labels, ids_i64(&case["labels"]));
+    assert!(conversation(None, &[]).is_none());
 }

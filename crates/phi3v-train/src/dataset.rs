@@ -91,7 +91,8 @@ impl std::fmt::Display for SkippedItem {
 pub struct TaskData<T: Task> {
     pub items: Vec<Example<T>>,
     processor: ImageProcessor,
-    cache: Option<Mutex<HashMap<usize, ProcessedImage>>>,
+    /// Processed images by (item, image of the item).
+    cache: Option<Mutex<HashMap<(usize, usize), ProcessedImage>>>,
 }
 
 impl<T: Task> TaskData<T> {
@@ -124,7 +125,8 @@ impl<T: Task> TaskData<T> {
                 }),
             }
         }
-        let cache = (out.len() * bytes_per_image <= IMAGE_CACHE_BUDGET).then(Default::default);
+        let images: usize = out.iter().map(|e| e.item.images().len()).sum();
+        let cache = (images * bytes_per_image <= IMAGE_CACHE_BUDGET).then(Default::default);
         (
             Self {
                 items: out,
@@ -147,21 +149,30 @@ impl<T: Task> TaskData<T> {
         self.items.iter().map(|i| i.truth.clone()).collect()
     }
 
-    /// The processed image of item `index` (from the cache when there is one).
-    pub fn image(&self, index: usize) -> Result<ProcessedImage, TrainError> {
+    /// The processed images of item `index`, `<|image_1|>` first (from the cache when there
+    /// is one).
+    pub fn images(&self, index: usize) -> Result<Vec<ProcessedImage>, TrainError> {
+        let item = &self.items[index].item;
+        (0..item.images().len())
+            .map(|k| self.image(index, k))
+            .collect()
+    }
+
+    /// Image `k` of item `index`.
+    fn image(&self, index: usize, k: usize) -> Result<ProcessedImage, TrainError> {
         if let Some(cache) = &self.cache {
-            if let Some(hit) = cache.lock().expect("image cache lock").get(&index) {
+            if let Some(hit) = cache.lock().expect("image cache lock").get(&(index, k)) {
                 return Ok(hit.clone());
             }
         }
         let item = &self.items[index].item;
-        let decoded = item.image().decode().map_err(|e| at(item, e))?;
+        let decoded = item.images()[k].decode().map_err(|e| at(item, e))?;
         let processed = self.processor.process(&decoded).map_err(|e| at(item, e))?;
         if let Some(cache) = &self.cache {
             cache
                 .lock()
                 .expect("image cache lock")
-                .insert(index, processed.clone());
+                .insert((index, k), processed.clone());
         }
         Ok(processed)
     }
@@ -202,14 +213,14 @@ impl<T: Task> TaskData<T> {
         sample: impl for<'s> Fn(&'s Example<T>, &'s [ProcessedImage]) -> SampleRef<'s>,
         collate: fn(&[SampleRef<'_>]) -> Result<Batch, ProcessorError>,
     ) -> Result<BatchTensors<B>, TrainError> {
-        let images: Vec<ProcessedImage> = indices
+        let images: Vec<Vec<ProcessedImage>> = indices
             .iter()
-            .map(|&i| self.image(i))
+            .map(|&i| self.images(i))
             .collect::<Result<_, _>>()?;
         let samples: Vec<SampleRef<'_>> = indices
             .iter()
             .zip(&images)
-            .map(|(&i, img)| sample(&self.items[i], std::slice::from_ref(img)))
+            .map(|(&i, images)| sample(&self.items[i], images))
             .collect();
         Ok(BatchTensors::new(&collate(&samples)?, device)?)
     }
@@ -245,12 +256,17 @@ fn build_example<T: Task>(
     max_tokens: Option<usize>,
 ) -> Result<Example<T>, TrainError> {
     let origin = item.origin();
-    let image = item.image();
-    let (w, h) = (image.width as usize, image.height as usize);
-    let tokens = processor.config().num_image_tokens_for_size(w, h)?;
+    let tokens: Vec<usize> = item
+        .images()
+        .iter()
+        .map(|image| {
+            let (w, h) = (image.width as usize, image.height as usize);
+            processor.config().num_image_tokens_for_size(w, h)
+        })
+        .collect::<Result<_, _>>()?;
     let rendered = task.render(&item)?;
-    let example = training_example(tokenizer, &origin, &rendered, &[tokens], max_tokens)?;
-    let prompt = generation_example(tokenizer, &origin, &rendered.prompt, &[tokens], max_tokens)?;
+    let example = training_example(tokenizer, &origin, &rendered, &tokens, max_tokens)?;
+    let prompt = generation_example(tokenizer, &origin, &rendered.prompt, &tokens, max_tokens)?;
     let truth = task.truth(&item);
     Ok(Example {
         item,

@@ -185,10 +185,12 @@ pub fn evaluate<B: AttentionBackend, T: Task>(
     let scores = task.score(&texts, &truths, baselines);
     let mut rows = Vec::with_capacity(texts.len());
     for ((&i, text), truth) in generate_indices.iter().zip(texts).zip(&truths) {
+        // The first image stands for the item (a conversation may have several, or none).
         let thumbnail_png = data.items[i]
             .item
-            .image()
-            .decode()
+            .images()
+            .first()
+            .and_then(|image| image.decode().ok())
             .map(|img| thumbnail_png(&img.to_rgb8(), THUMBNAIL_SIDE))
             .unwrap_or_default();
         let (truth, fields) = task.table_row(&text, truth);

@@ -32,7 +32,6 @@ use burn::tensor::backend::AutodiffBackend;
 use phi3v::processor::image_processor::ImageProcessor;
 use phi3v::processor::tokenize::Phi3Tokenizer;
 use phi3v::ModelDir;
-use phi3v_data::catalogue::CatalogueItem;
 use phi3v_data::images::{FetchConfig, ImageFetcher};
 use phi3v_data::report::{DropReason, Report};
 use phi3v_data::split::{split_by_product, SplitConfig};
@@ -47,7 +46,7 @@ use crate::eval::{evaluate, EvalMetrics};
 use crate::job_diff::{compare, StoredJob};
 use crate::precision::BaseDtype;
 use crate::run_dir::existing_run_files;
-use crate::task::Task;
+use crate::task::{SourceRow, Task, TaskItem};
 use crate::trainer::{require, RunLabels, RunSummary, TrainConfig, Trainer};
 
 /// Tokens one example may have at most, unless a job says otherwise: room for the largest
@@ -67,10 +66,33 @@ pub struct JobConfig {
     pub model: String,
     /// What the report calls the base model (`a tiny random Phi-3-V`).
     pub model_label: String,
-    /// The catalogue file (parquet, CSV, JSON lines).
+    /// The data file: a catalogue (parquet, CSV, JSON lines) or conversation records.
     pub data: PathBuf,
+    /// The task file (`--task`) and its fingerprint: the task decides what is trained, so a
+    /// resume with another task file, or with this one edited, is refused like other data.
+    /// Absent for the built-in task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskFileRecord>,
     #[serde(flatten)]
     pub settings: JobSettings,
+}
+
+/// A job's task file as `job.json` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFileRecord {
+    pub path: PathBuf,
+    /// Size and sha256 of the file when the job was made.
+    pub digest: FileDigest,
+}
+
+impl TaskFileRecord {
+    /// Reads the task file at `path` through sha256.
+    pub fn of(path: &Path) -> Result<Self, TrainError> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            digest: FileDigest::of(path).map_err(|e| TrainError::io(path, e))?,
+        })
+    }
 }
 
 /// Everything of a job but where its model and data come from (which a command line may
@@ -187,10 +209,7 @@ impl<T: Task> CheckedJob<T> {
 
 /// Runs every check of a job (see the module documentation) and loads its data; writes
 /// nothing.
-pub fn check_job<T: Task<Item = CatalogueItem>>(
-    task: &T,
-    job: &JobConfig,
-) -> Result<CheckedJob<T>, TrainError> {
+pub fn check_job<T: Task>(task: &T, job: &JobConfig) -> Result<CheckedJob<T>, TrainError> {
     let settings = &job.settings;
     check_settings(settings)?;
     let fingerprint = FileDigest::of(&job.data).map_err(|e| TrainError::io(&job.data, e))?;
@@ -285,7 +304,7 @@ fn check_resume(record: &StoredJob) -> Result<Option<ResumePoint>, TrainError> {
 
 /// Runs a job on backend `B` (a plain backend: the job wraps it in autodiff): [`check_job`],
 /// then [`CheckedJob::run`].
-pub fn run_job<B: AttentionBackend, T: Task<Item = CatalogueItem>>(
+pub fn run_job<B: AttentionBackend, T: Task>(
     task: T,
     job: &JobConfig,
     device: B::Device,
@@ -293,7 +312,7 @@ pub fn run_job<B: AttentionBackend, T: Task<Item = CatalogueItem>>(
     check_job(&task, job)?.run::<B>(task, device)
 }
 
-impl<T: Task<Item = CatalogueItem>> CheckedJob<T> {
+impl<T: Task> CheckedJob<T> {
     /// Loads the weights, then writes the run folder (`job.json` first) and trains, on
     /// backend `B` (wrapped in autodiff).
     pub fn run<B: AttentionBackend>(
@@ -475,7 +494,7 @@ impl<T: Task> LoadedData<T> {
 /// reported and skipped), splits it by the task's group key and builds the examples,
 /// skipping those over `max_tokens` or otherwise unusable. Prints what it left out; writes
 /// nothing (the report is in [`LoadedData::report`]).
-pub fn load_data<T: Task<Item = CatalogueItem>>(
+pub fn load_data<T: Task>(
     task: &T,
     model: &str,
     catalogue_path: &Path,
@@ -495,11 +514,9 @@ pub fn load_data<T: Task<Item = CatalogueItem>>(
         progress: false,
         ..FetchConfig::default()
     };
-    let loaded = task
-        .catalogue(catalogue_path)?
-        .load(&ImageFetcher::new(fetch)?)?;
+    let loaded = task.load(catalogue_path, &ImageFetcher::new(fetch)?)?;
     let mut report = loaded.report;
-    let products = |items: &[CatalogueItem]| {
+    let products = |items: &[T::Item]| {
         items
             .iter()
             .map(|i| task.group(i))
@@ -514,16 +531,13 @@ pub fn load_data<T: Task<Item = CatalogueItem>>(
     let sides = split_by_product(loaded.items, |i| task.group(i), split);
     (counts.train_rows, counts.train_products) = (sides.train.len(), products(&sides.train));
     (counts.val_rows, counts.val_products) = (sides.validation.len(), products(&sides.validation));
-    let mut build = |items: Vec<CatalogueItem>| -> Result<(TaskData<T>, usize), TrainError> {
-        let rows: Vec<(usize, Option<u64>, i64)> = items
-            .iter()
-            .map(|i| (i.row, i.line, i.product.product_code))
-            .collect();
+    let mut build = |items: Vec<T::Item>| -> Result<(TaskData<T>, usize), TrainError> {
+        let rows: Vec<SourceRow> = items.iter().map(TaskItem::source_row).collect();
         let (data, skipped) = TaskData::new(task, items, &tokenizer, processor.clone(), max_tokens);
         for s in &skipped {
             eprintln!("skipped {s}");
-            let (row, line, code) = rows[s.index];
-            report.drop_kept_row(row, line, Some(code), drop_reason(s))?;
+            let r = rows[s.index];
+            report.drop_kept_row(r.row, r.line, r.product_code, drop_reason(s))?;
         }
         Ok((data, skipped.len()))
     };
@@ -625,7 +639,7 @@ pub struct EvalReport<T: Task> {
 /// [`TrainError::EmptySplit`] before the model loads when either side of the split has no
 /// example (the baselines are fitted on the training side; the scores need validation
 /// items): a score over zero items would read as a perfect 0.
-pub fn run_eval<B: AttentionBackend, T: Task<Item = CatalogueItem>>(
+pub fn run_eval<B: AttentionBackend, T: Task>(
     task: T,
     job: &EvalJob,
     device: B::Device,

@@ -3,7 +3,7 @@
 //!
 //! A resumed run must be the same run: the same base model, the same catalogue (by path and
 //! by content: its size and sha256 are recorded, so an edited file is caught even under the
-//! same name), and the same settings of everything that shapes the weights. What may change
+//! same name), the same task file (path and content, likewise), and the same settings of everything that shapes the weights. What may change
 //! on resume:
 //!
 //! - `steps` may grow (a run can be extended; the learning-rate schedule is then computed
@@ -61,6 +61,9 @@ const FREE_ON_RESUME: [&str; 10] = [
 const FLAGS: &[(&str, &str)] = &[
     ("model", "--model"),
     ("data", "--data"),
+    ("task.path", "--task"),
+    ("task.digest.bytes", "--task (its content)"),
+    ("task.digest.sha256", "--task (its content)"),
     ("train.learning_rate", "--lr"),
     ("train.schedule", "--schedule"),
     ("train.warmup_steps", "--warmup-steps"),
@@ -227,6 +230,7 @@ mod tests {
                 model: "models/tiny".into(),
                 model_label: "tiny".into(),
                 data: "data/shop.csv".into(),
+                task: None,
                 settings: JobSettings {
                     run_dir: "runs/a".into(),
                     train: TrainConfig::default(),
@@ -290,5 +294,47 @@ mod tests {
         let shorter = compare(&stored(), &new);
         let steps = shorter.iter().find(|c| c.what.starts_with("train.steps"));
         assert!(!steps.unwrap().allowed, "a run cannot shrink");
+    }
+
+    /// The task decides what is trained: another task file, or the same one edited, is a
+    /// refused change, as is adding one to a run of the built-in task.
+    #[test]
+    fn another_task_file_is_refused() {
+        let with_task = |path: &str, sha: &str| {
+            let mut job = stored();
+            job.job.task = Some(crate::job::TaskFileRecord {
+                path: path.into(),
+                digest: FileDigest {
+                    bytes: 300,
+                    sha256: sha.into(),
+                },
+            });
+            job
+        };
+        let old = with_task("tasks/furniture.toml", "aa");
+        assert_eq!(
+            compare(&old, &with_task("tasks/furniture.toml", "aa")),
+            vec![]
+        );
+        let edited = compare(&old, &with_task("tasks/furniture.toml", "bb"));
+        assert_eq!(
+            edited
+                .iter()
+                .map(|c| (c.to_string(), c.allowed))
+                .collect::<Vec<_>>(),
+            [(
+                "task.digest.sha256 (--task (its content)): was aa, now bb".to_string(),
+                false
+            )]
+        );
+        let other = compare(&old, &with_task("tasks/burberry.toml", "aa"));
+        assert!(other
+            .iter()
+            .any(|c| c.what.starts_with("task.path (--task)") && !c.allowed));
+        let added = compare(&stored(), &old);
+        assert!(
+            !added.is_empty() && added.iter().all(|c| !c.allowed),
+            "{added:?}"
+        );
     }
 }

@@ -13,9 +13,10 @@
 //! ([`job_diff`], [`checkpoint`]), the data and both sides of its split) before it writes
 //! anything.
 //!
-//! May depend on: `phi3v` (the model and the input processor), `phi3v-data` (catalogues),
-//! `phi3v-peft` (which layers are adapted, the PEFT export), `phi3v-track` (metrics and the
-//! report). Command-line flags and presets belong to `phi3v-cli`.
+//! May depend on: `phi3v` (the model and the input processor), `phi3v-data` (catalogues and
+//! conversation records), `phi3v-peft` (which layers are adapted, the PEFT export),
+//! `phi3v-track` (metrics and the report). Command-line flags and presets belong to
+//! `phi3v-cli`.
 
 pub mod checkpoint;
 pub mod dataset;
@@ -36,6 +37,6 @@ pub mod trainer;
 pub use error::TrainError;
 pub use optim::{AdamW, AdamWConfig, Schedule, ScheduleKind};
 pub use precision::BaseDtype;
-pub use task::{Baseline, Score, Task, TaskItem};
-pub use tasks::{BurberryTask, TaskFile, TemplateTask};
+pub use task::{Baseline, LoadedItems, Score, SourceRow, Task, TaskItem};
+pub use tasks::{BurberryTask, ConversationTask, TaskFile, TemplateTask};
 pub use trainer::{RunSummary, TrainConfig, Trainer};

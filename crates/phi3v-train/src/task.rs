@@ -10,18 +10,35 @@ use std::path::Path;
 
 use phi3v::processor::prompt::RenderedPrompt;
 use phi3v_data::catalogue::{Catalogue, CatalogueItem};
-use phi3v_data::images::ReadyImage;
+use phi3v_data::conversations::ConversationItem;
+use phi3v_data::images::{ImageFetcher, ReadyImage};
+use phi3v_data::report::Report;
 use phi3v_track::FieldCell;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
 
-/// One example as a data source gives it: where it came from and its image.
+/// One example as a data source gives it: where it came from and its images.
 pub trait TaskItem: Send + Sync {
     /// Where the item came from, for messages (`catalogue row 12`).
     fn origin(&self) -> String;
-    /// The item's image (`<|image_1|>` of its prompt).
-    fn image(&self) -> &ReadyImage;
+    /// The item's images, in tag order (`images()[0]` is `<|image_1|>` of its prompt).
+    fn images(&self) -> &[ReadyImage];
+    /// Where the item is in its file, for the report of items left out.
+    fn source_row(&self) -> SourceRow;
+}
+
+/// Where an item is in its data file: what the drop report records of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceRow {
+    /// 0-based index of the row or record.
+    pub row: usize,
+    /// Its 1-based line, for line-based files.
+    pub line: Option<u64>,
+    /// Its product code, when the data has one (a catalogue read through the product
+    /// mapping); `None` for records of named columns and conversations, whose rows the
+    /// report finds by line or row alone.
+    pub product_code: Option<i64>,
 }
 
 impl TaskItem for CatalogueItem {
@@ -29,9 +46,55 @@ impl TaskItem for CatalogueItem {
         format!("catalogue row {}", self.row)
     }
 
-    fn image(&self) -> &ReadyImage {
-        &self.image
+    fn images(&self) -> &[ReadyImage] {
+        std::slice::from_ref(&self.image)
     }
+
+    fn source_row(&self) -> SourceRow {
+        SourceRow {
+            row: self.row,
+            line: self.line,
+            // Read as records (a task file's columns), the product holds defaults: code 0.
+            product_code: self.record.is_empty().then_some(self.product.product_code),
+        }
+    }
+}
+
+impl TaskItem for ConversationItem {
+    fn origin(&self) -> String {
+        format!("conversation line {}", self.line)
+    }
+
+    fn images(&self) -> &[ReadyImage] {
+        &self.images
+    }
+
+    fn source_row(&self) -> SourceRow {
+        SourceRow {
+            row: self.row,
+            line: Some(self.line),
+            product_code: None,
+        }
+    }
+}
+
+/// The usable items of a data file, and the report of those left out.
+#[derive(Debug, Clone)]
+pub struct LoadedItems<I> {
+    pub items: Vec<I>,
+    pub report: Report,
+}
+
+/// Loads `catalogue` as a catalogue task's items (bad rows reported, not fatal).
+pub fn load_catalogue(
+    catalogue: Catalogue,
+    fetcher: &ImageFetcher,
+) -> Result<LoadedItems<CatalogueItem>, TrainError> {
+    let loaded = catalogue.load(fetcher)?;
+    Ok(LoadedItems {
+        items: loaded.items,
+        report: loaded.report,
+    })
 }
 
 /// A fine-tuning task.
@@ -49,15 +112,18 @@ pub trait Task: Send + Sync {
 
     /// A short name for logs and the report (`burberry`).
     fn name(&self) -> &str;
-    /// The catalogue at `path` as this task reads it: which columns, and what each must
-    /// hold. The default reads the data crate's default column mapping; a task over other
-    /// columns says which (see [`crate::tasks::TemplateTask`]). Errors of the file as a
-    /// whole (a column the task needs is missing) surface when its rows are read, before
-    /// any training.
-    fn catalogue(&self, path: &Path) -> Result<Catalogue, TrainError> {
-        Ok(Catalogue::open(path)?)
-    }
-    /// The prompt (with `<|image_1|>`) and the answer the model is trained to write.
+    /// The items of the data file at `path`, read as this task reads it (which columns, or
+    /// conversation records), with images fetched and checked through `fetcher`; rows that
+    /// cannot be used are in the report, not errors. Errors are for the file as a whole (a
+    /// column the task needs is missing), before any training. A catalogue task reads
+    /// through [`load_catalogue`].
+    fn load(
+        &self,
+        path: &Path,
+        fetcher: &ImageFetcher,
+    ) -> Result<LoadedItems<Self::Item>, TrainError>;
+    /// The prompt (with `<|image_N|>` tags, one per image of the item) and the answer the
+    /// model is trained to write.
     fn render(&self, item: &Self::Item) -> Result<RenderedPrompt, TrainError>;
     /// The item's truth.
     fn truth(&self, item: &Self::Item) -> Self::Truth;
@@ -148,6 +214,42 @@ mod tests {
             }),
             field: None,
         }
+    }
+
+    /// A row read through a task file's columns has no product code (its `product` holds
+    /// defaults): the drop report lists it by line, not as "product code 0".
+    #[test]
+    fn only_rows_of_the_product_mapping_report_a_product_code() {
+        use phi3v::processor::prompt::FieldValue;
+        use phi3v_data::catalogue::Product;
+        use phi3v_data::images::ImageData;
+
+        let mut item = CatalogueItem {
+            row: 4,
+            line: Some(6),
+            product: Product {
+                product_code: 80012,
+                ..Product::default()
+            },
+            record: Default::default(),
+            image: ReadyImage {
+                data: ImageData::Bytes(std::sync::Arc::from(Vec::new())),
+                width: 1,
+                height: 1,
+            },
+        };
+        let place = |item: &CatalogueItem| item.source_row();
+        assert_eq!(place(&item).product_code, Some(80012));
+        item.record
+            .insert("name".into(), FieldValue::from("Oak Chair"));
+        assert_eq!(
+            place(&item),
+            SourceRow {
+                row: 4,
+                line: Some(6),
+                product_code: None
+            }
+        );
     }
 
     #[test]

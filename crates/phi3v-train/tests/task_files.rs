@@ -1,17 +1,21 @@
 //! Task files against real catalogues: `tasks/burberry.toml` is the built-in task, the
-//! furniture preset reads through `tasks/furniture.toml`, and what a task file gets wrong
-//! about a catalogue is refused before any training, naming the column.
+//! furniture preset reads through `tasks/furniture.toml` (as a catalogue and as conversation
+//! records), and what a task file gets wrong about a catalogue is refused before any
+//! training, naming the column.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
-use phi3v_data::catalogue::{CatalogueItem, LoadedCatalogue};
+use phi3v_data::catalogue::CatalogueItem;
 use phi3v_data::images::{FetchConfig, ImageFetcher};
+use phi3v_data::report::{DropKind, Report};
 use phi3v_data::sample_data::{generate, SampleConfig, SamplePreset};
 use phi3v_train::job::run_job;
-use phi3v_train::{BurberryTask, Task, TemplateTask, TrainError};
+use phi3v_train::{
+    BurberryTask, ConversationTask, LoadedItems, Task, TemplateTask, TrainConfig, TrainError,
+};
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -35,12 +39,12 @@ fn sample(dir: &Path, preset: SamplePreset, rows: usize) -> PathBuf {
 fn load<T: Task<Item = CatalogueItem>>(
     task: &T,
     catalogue: &Path,
-) -> Result<LoadedCatalogue, TrainError> {
+) -> Result<LoadedItems<CatalogueItem>, TrainError> {
     let fetcher = ImageFetcher::new(FetchConfig {
         progress: false,
         ..FetchConfig::default()
     })?;
-    Ok(task.catalogue(catalogue)?.load(&fetcher)?)
+    task.load(catalogue, &fetcher)
 }
 
 #[test]
@@ -175,21 +179,7 @@ fn the_tiny_model_trains_on_the_furniture_preset_through_its_task_file() {
     let catalogue = sample(tmp.path(), SamplePreset::Furniture, 48);
     let task = TemplateTask::load(&repo_file("tasks/furniture.toml")).unwrap();
     let mut job = common::job(&catalogue, &tmp.path().join("run"));
-    let train = &mut job.settings.train;
-    let mut plan = phi3v_peft::AdapterPlan::reference(true, true);
-    plan.lora.rank = 8;
-    plan.lora.alpha = 16.0;
-    train.plan = plan;
-    train.learning_rate = 5e-3;
-    train.schedule = phi3v_train::ScheduleKind::Cosine;
-    train.warmup_steps = 10;
-    train.steps = STEPS;
-    train.batch_size = 8;
-    train.checkpoint_every = STEPS;
-    train.eval_samples = 8;
-    train.val_loss_samples = 8;
-    train.eval_batch_size = 8;
-    train.max_new_tokens = 24;
+    small_schedule(&mut job.settings.train, STEPS);
     job.settings.split.validation_fraction = 0.2;
     let summary = run_job::<Flex, _>(task, &job, Default::default()).unwrap();
     assert_eq!(summary.task, "furniture");
@@ -213,3 +203,116 @@ fn the_tiny_model_trains_on_the_furniture_preset_through_its_task_file() {
 }
 
 const STEPS: u64 = 110;
+
+/// The tiny model's settings of these tests: `steps` updates of batch 8, every layer
+/// adapted, one evaluation at the end over 8 validation items.
+fn small_schedule(train: &mut TrainConfig, steps: u64) {
+    let mut plan = phi3v_peft::AdapterPlan::reference(true, true);
+    plan.lora.rank = 8;
+    plan.lora.alpha = 16.0;
+    train.plan = plan;
+    train.learning_rate = 5e-3;
+    train.schedule = phi3v_train::ScheduleKind::Cosine;
+    train.warmup_steps = 10.min(steps / 2);
+    train.steps = steps;
+    train.batch_size = 8;
+    train.checkpoint_every = steps;
+    train.eval_samples = 8;
+    train.val_loss_samples = 8;
+    train.eval_batch_size = 8;
+    train.max_new_tokens = 24;
+}
+
+/// The conversation form of the furniture preset, with three bad records and a
+/// two-exchange, two-image record appended, trains through the furniture task file: the last
+/// answer's exact match and every field are scored beside their baselines, the bad records
+/// (two that cannot be trained, one whose answer the task file cannot read) are skipped and
+/// reported by line, and the multi-image record is kept.
+#[test]
+fn the_tiny_model_trains_on_furniture_conversations() {
+    const ROWS: usize = 40;
+    const CONVERSATION_STEPS: u64 = 12;
+    let tmp = tempfile::tempdir().unwrap();
+    let catalogue = sample(tmp.path(), SamplePreset::Furniture, ROWS);
+    let conversations = catalogue.with_file_name("conversations.jsonl");
+    let mut text = std::fs::read_to_string(&conversations).unwrap();
+    assert_eq!(text.lines().count(), ROWS);
+    let first = text.lines().next().unwrap().to_string();
+    // Line ROWS + 1: two tags for one image; line ROWS + 2: the assistant speaks first.
+    text.push_str(&first.replacen("<image>", "<image><image>", 1));
+    text.push('\n');
+    text.push_str(
+        &first
+            .replace("\"user\"", "\"x\"")
+            .replace("\"assistant\"", "\"user\"")
+            .replace("\"x\"", "\"assistant\""),
+    );
+    text.push('\n');
+    // Line ROWS + 3: a good record whose answer the task file's template cannot read.
+    text.push_str(&first.replace(" cm\"", " inches\""));
+    text.push('\n');
+    // Line ROWS + 4: two exchanges about two photos, trained like the others.
+    let record = |line: &str| serde_json::from_str::<serde_json::Value>(line).unwrap();
+    let (a, b) = (record(&first), record(text.lines().nth(1).unwrap()));
+    let answer = |r: &serde_json::Value| r["messages"][1]["content"].clone();
+    let two = serde_json::json!({
+        "messages": [
+            {"role": "system", "content": "You know furniture."},
+            {"role": "user", "content": "<image>What is it?"},
+            {"role": "assistant", "content": answer(&a)},
+            {"role": "user", "content": "And this one, beside it? <image>"},
+            {"role": "assistant", "content": answer(&b)},
+        ],
+        "images": [a["images"][0], b["images"][0]],
+    });
+    text.push_str(&format!("{two}\n"));
+    std::fs::write(&conversations, text).unwrap();
+
+    let task = ConversationTask::with_fields(
+        TemplateTask::load(&repo_file("tasks/furniture.toml")).unwrap(),
+    );
+    let mut job = common::job(&conversations, &tmp.path().join("run"));
+    small_schedule(&mut job.settings.train, CONVERSATION_STEPS);
+    job.settings.split.validation_fraction = 0.2;
+    let summary = run_job::<Flex, _>(task, &job, Default::default()).unwrap();
+    assert_eq!(summary.task, "furniture");
+    let eval = summary.final_eval.as_ref().unwrap();
+    let exact = eval
+        .scores
+        .iter()
+        .find(|s| s.key == "answer_exact_match")
+        .unwrap_or_else(|| panic!("no exact match of the last answer: {eval:#?}"));
+    let baseline = exact.baseline.as_ref().unwrap();
+    assert!(
+        baseline.name.starts_with("most frequent training answer ("),
+        "{baseline:?}"
+    );
+    assert!((0.0..=1.0).contains(&exact.value) && (0.0..=1.0).contains(&baseline.value));
+    let fields: Vec<&str> = summary.fields.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(fields, ["name", "type", "width_cm"], "{eval:#?}");
+    assert!(eval.val_loss.is_finite(), "{eval:#?}");
+
+    let report = Report::read_json(tmp.path().join("run/dropped_rows.json")).unwrap();
+    assert_eq!((report.rows_read, report.rows_kept), (ROWS + 4, ROWS + 1));
+    let dropped: Vec<(Option<u64>, DropKind)> = report
+        .dropped
+        .iter()
+        .map(|d| (d.line, d.reason.kind()))
+        .collect();
+    let line = |k: usize| Some((ROWS + k) as u64);
+    assert_eq!(
+        dropped,
+        [
+            (line(1), DropKind::ImageCountMismatch),
+            (line(2), DropKind::BadConversation),
+            (line(3), DropKind::NotAnExample),
+        ]
+    );
+    let unread = &report.dropped[2].message;
+    assert!(
+        unread.contains("cannot become an example: task file ")
+            && unread.contains("tasks/furniture.toml: [prompt] answer ")
+            && unread.ends_with(" inches\": field {width_cm} (number) cannot be read from it"),
+        "{unread}"
+    );
+}

@@ -1,30 +1,31 @@
-//! `phi3v logits`: one forward on the CPU, computed in f32 whatever the weights are held
-//! in, written to safetensors for comparison with the Python reference.
+//! `phi3v logits`: one forward, computed in f32 whatever the weights are held in, written to
+//! safetensors for comparison with the Python reference. It runs on the CPU unless
+//! `--backend` names a GPU, which is how a GPU backend is checked against the reference.
 
 use std::collections::HashMap;
 use std::error::Error;
 use std::path::Path;
 
-use burn::backend::Flex;
 use phi3_decoder::ForwardOptions;
-use phi3v::nn::BaseDtype;
+use phi3v::nn::{AttentionBackend, BaseDtype};
 use phi3v::Phi3VError;
 use phi3v_io::{check_disjoint, Role};
 use safetensors::tensor::{Dtype, TensorView};
 
 use super::session::Session;
 
-pub fn run(
+pub fn run<B: AttentionBackend>(
     model: &str,
     prompt: &str,
     images: &[String],
     out: &Path,
     overwrite: bool,
     base_dtype: BaseDtype,
+    device: B::Device,
 ) -> Result<(), Box<dyn Error>> {
     let images = super::images::resolve(images).map_err(Phi3VError::Input)?;
     check_output(model, &images, out, overwrite)?;
-    let session = Session::<Flex>::load(model, Default::default(), base_dtype)?;
+    let session = Session::<B>::load(model, device, base_dtype)?;
     let inputs = session.inputs(prompt, &images)?;
     let n = inputs.ids.len();
     let logits = session.model.forward(

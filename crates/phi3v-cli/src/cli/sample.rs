@@ -42,5 +42,11 @@ pub fn run(o: Options) -> Result<(), DataError> {
         summary.catalogue.display(),
         start.elapsed().as_secs_f64()
     );
+    if let Some(conversations) = &summary.conversations {
+        println!(
+            "the same rows as conversation records: {}",
+            conversations.display()
+        );
+    }
     Ok(())
 }

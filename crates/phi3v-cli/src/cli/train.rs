@@ -8,13 +8,13 @@ use phi3v_io::{check_disjoint, check_replaceable, Role};
 use phi3v_peft::PeftError;
 
 use phi3v_cli::summary::{describe_run, format_scores};
+use phi3v_cli::task_choice::TaskChoice;
 use phi3v_cli::training::run_training;
-use phi3v_cli::{with_backend, BackendChoice, TrainArgs};
-use phi3v_data::catalogue::CatalogueItem;
+use phi3v_cli::{with_backend, with_task, BackendChoice, TrainArgs};
 use phi3v_nn::AttentionBackend;
 use phi3v_train::eval::EvalMetrics;
 use phi3v_train::job::{run_eval, EvalJob};
-use phi3v_train::{BurberryTask, Task, TemplateTask, TrainError};
+use phi3v_train::{Task, TrainError};
 
 pub fn run(backend: BackendChoice, args: &TrainArgs) -> Result<(), TrainError> {
     let spec = args.job()?;
@@ -48,20 +48,17 @@ pub fn eval(
     }
     check_disjoint(Role::new("--out", &job.out), &inputs)?;
     check_replaceable(&job.out, "--out", overwrite)?;
-    // The task file is checked before the model or the catalogue is read.
-    let task = task.map(TemplateTask::load).transpose()?;
+    // The task file is checked before the model or the data is read.
+    let choice = TaskChoice::choose(task, Some(&job.data))?;
     let metrics = with_backend!(backend, TrainError::Config, B => {
-        match task {
-            Some(task) => eval_task::<B, _>(task, job),
-            None => eval_task::<B, _>(BurberryTask::default(), job),
-        }
+        with_task!(choice, task => eval_task::<B, _>(task, job))
     })?;
     print!("{}", format_scores(&metrics));
     println!("details in {}", job.out.join("eval.json").display());
     Ok(())
 }
 
-fn eval_task<B: AttentionBackend, T: Task<Item = CatalogueItem>>(
+fn eval_task<B: AttentionBackend, T: Task>(
     task: T,
     job: &EvalJob,
 ) -> Result<EvalMetrics, TrainError> {

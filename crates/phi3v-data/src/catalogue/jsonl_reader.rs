@@ -32,7 +32,8 @@ pub(crate) struct JsonlRows {
 }
 
 /// One line of the file, as [`read_line`] found it.
-enum Line {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Line {
     /// The line is in the buffer, without its line end.
     Whole,
     /// The line is longer than [`MAX_ROW_BYTES`]; it was skipped.
@@ -124,7 +125,7 @@ impl JsonlRows {
 
 /// serde_json's message without its "at line 1 column N" (the line is always 1 here: the row's
 /// location is added by whoever reports it), keeping the column.
-fn without_position(e: &serde_json::Error) -> String {
+pub(crate) fn without_position(e: &serde_json::Error) -> String {
     let message = e.to_string();
     let position = format!(" at line {} column {}", e.line(), e.column());
     match message.strip_suffix(&position) {
@@ -133,7 +134,7 @@ fn without_position(e: &serde_json::Error) -> String {
     }
 }
 
-fn is_blank(line: &[u8]) -> bool {
+pub(crate) fn is_blank(line: &[u8]) -> bool {
     line.iter().all(u8::is_ascii_whitespace)
 }
 
@@ -147,7 +148,10 @@ fn too_long(line_no: u64) -> io::Error {
 /// Reads the next line into `buf` without its `\n` or `\r\n`, reading at most
 /// [`MAX_ROW_BYTES`] + 1 bytes of it: a longer line is skipped to its end, chunk by chunk,
 /// and reported as [`Line::TooLong`]. `None` at the end of the file.
-fn read_line(reader: &mut BufReader<File>, buf: &mut Vec<u8>) -> io::Result<Option<Line>> {
+pub(crate) fn read_line(
+    reader: &mut BufReader<File>,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<Line>> {
     buf.clear();
     let n = reader
         .by_ref()

@@ -57,7 +57,7 @@ impl Default for LoadOptions {
 }
 
 impl LoadOptions {
-    fn validate(&self) -> Result<(), DataError> {
+    pub(crate) fn validate(&self) -> Result<(), DataError> {
         // Written so that NaN fails too.
         if self.max_price.is_nan() || self.max_price <= 0.0 {
             return Err(DataError::InvalidConfig(format!(
@@ -113,14 +113,7 @@ impl Catalogue {
     /// column, a parquet column of the wrong type) and for invalid [`LoadOptions`].
     pub fn load(&self, fetcher: &ImageFetcher) -> Result<LoadedCatalogue, DataError> {
         self.options.validate()?;
-        let rules = ImageRules {
-            max_bytes: fetcher.config().max_bytes,
-            folder: if self.options.allow_outside_paths {
-                None
-            } else {
-                Some(Folder::new(self.base_dir())?)
-            },
-        };
+        let rules = ImageRules::new(&self.options, fetcher, self.base_dir())?;
         let mut rows = self.rows()?;
         let bar = progress_bar(
             rows.total().map(|n| n as u64),
@@ -181,20 +174,7 @@ impl Catalogue {
                 None => candidates.push(row),
             }
         }
-        let urls: Vec<String> = candidates
-            .iter()
-            .filter_map(|row| match &row.image {
-                ImageSource::Url(url) => Some(url.clone()),
-                _ => None,
-            })
-            .collect();
-        let fetched: HashMap<String, Result<Fetched, FetchFailure>> = if urls.is_empty() {
-            HashMap::new()
-        } else {
-            let hidden = indicatif::ProgressBar::hidden();
-            let results = fetcher.fetch_many_with(&urls, &hidden);
-            urls.into_iter().zip(results).collect()
-        };
+        let fetched = fetch_urls(fetcher, candidates.iter().map(|row| &row.image));
         let checked: Vec<Result<ReadyImage, DropReason>> = candidates
             .par_iter()
             .map(|row| ready_image(&row.image, &fetched, rules))
@@ -359,13 +339,31 @@ impl NumberColumns {
 }
 
 /// What may be read for a row's image.
-struct ImageRules {
+pub(crate) struct ImageRules {
     /// The most bytes of an image file
     /// ([`FetchConfig::max_bytes`](crate::images::FetchConfig::max_bytes)).
     max_bytes: u64,
     /// The folder image files must be in; `None` when
     /// [`LoadOptions::allow_outside_paths`] lets them be anywhere.
     folder: Option<Folder>,
+}
+
+impl ImageRules {
+    /// The rules of `options` for images of a file in `base_dir`, read through `fetcher`.
+    pub(crate) fn new(
+        options: &LoadOptions,
+        fetcher: &ImageFetcher,
+        base_dir: &Path,
+    ) -> Result<Self, DataError> {
+        Ok(Self {
+            max_bytes: fetcher.config().max_bytes,
+            folder: if options.allow_outside_paths {
+                None
+            } else {
+                Some(Folder::new(base_dir)?)
+            },
+        })
+    }
 }
 
 /// The catalogue's folder, as written (made absolute, `.` and `..` resolved) and with its
@@ -430,8 +428,27 @@ fn lexical_absolute(path: &Path) -> std::io::Result<PathBuf> {
     Ok(out)
 }
 
+/// Downloads every URL among `sources` (through the fetcher's cache, in parallel), keyed by
+/// URL for [`ready_image`]; paths and inline bytes are read there instead.
+pub(crate) fn fetch_urls<'a>(
+    fetcher: &ImageFetcher,
+    sources: impl Iterator<Item = &'a ImageSource>,
+) -> HashMap<String, Result<Fetched, FetchFailure>> {
+    let urls: Vec<String> = sources
+        .filter_map(|source| match source {
+            ImageSource::Url(url) => Some(url.clone()),
+            _ => None,
+        })
+        .collect();
+    if urls.is_empty() {
+        return HashMap::new();
+    }
+    let results = fetcher.fetch_many_with(&urls, &indicatif::ProgressBar::hidden());
+    urls.into_iter().zip(results).collect()
+}
+
 /// Reads (or takes the download of) a row's image and checks that it decodes.
-fn ready_image(
+pub(crate) fn ready_image(
     source: &ImageSource,
     fetched: &HashMap<String, Result<Fetched, FetchFailure>>,
     rules: &ImageRules,

@@ -74,10 +74,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use jsonl_reader::{is_blank, read_line, without_position, Line};
+pub(crate) use load::{fetch_urls, ready_image, ImageRules};
 pub use load::{CatalogueItem, LoadOptions, LoadedCatalogue, DEFAULT_MAX_PRICE};
 pub use mapping::{CellKind, ColumnMapping, RecordColumn, RecordLayout};
 pub use parquet_io::{burberry_arrow_schema, write_parquet};
 pub use product::{ColumnType, Product, BURBERRY_SCHEMA};
+pub(crate) use value::image_from_str;
 pub use value::{MAX_FIELD_BYTES, MAX_ROW_BYTES};
 
 use crate::report::DropReason;

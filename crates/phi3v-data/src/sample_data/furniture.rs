@@ -7,6 +7,11 @@
 //! integer: the piece's width in centimetres, 25 to 240), `price_eur` (a float, not part of
 //! `tasks/furniture.toml`'s answer) and `photo` (the picture, relative to the folder).
 //!
+//! The same rows are also written as conversation records ([`CONVERSATIONS_FILE`], see
+//! [`crate::conversations`]): the user turn and the answer of `tasks/furniture.toml`, with
+//! `<image>` for the picture and the photo's path relative to the folder, so the two forms
+//! train the same thing and their runs compare.
+//!
 //! As with the Burberry preset, everything the answer asks for is visible: the silhouette
 //! says the type, the colour and grain say the finish, and the width in the frame says the
 //! size, which with the type fixes `width_cm`.
@@ -337,7 +342,7 @@ pub fn render(spec: &FurnitureSpec, size: u32) -> RgbImage {
 }
 
 /// The arrow schema of the furniture catalogue.
-fn schema() -> Schema {
+pub(crate) fn schema() -> Schema {
     let text = |name: &str| Field::new(name, DataType::Utf8, false);
     Schema::new(vec![
         text("sku"),
@@ -395,6 +400,52 @@ pub fn write_catalogue(
         writer.write(&batch).map_err(parquet_err)?;
         writer.close().map_err(parquet_err)?;
         Ok(())
+    })
+}
+
+/// File name of the conversation form of the furniture catalogue, beside the catalogue.
+pub const CONVERSATIONS_FILE: &str = "conversations.jsonl";
+
+/// The user turn of a conversation record: `tasks/furniture.toml`'s `[prompt] user` with
+/// `<image>` where the picture goes.
+fn user_turn(spec: &FurnitureSpec) -> String {
+    format!("<image>A piece for the {} room. What is it?", spec.room)
+}
+
+/// The assistant turn: `tasks/furniture.toml`'s `[prompt] answer` of the row.
+fn answer(spec: &FurnitureSpec) -> String {
+    format!(
+        "{} | type: {} | width: {} cm",
+        spec.name(),
+        spec.piece.word(),
+        spec.width_cm()
+    )
+}
+
+/// Writes the conversation records of `specs` (photos at `photos[i]`, relative to the
+/// folder of `path`) as JSON lines at `path`, atomically.
+pub fn write_conversations(
+    path: &Path,
+    specs: &[FurnitureSpec],
+    photos: &[String],
+) -> Result<(), DataError> {
+    let mut text = String::new();
+    for (spec, photo) in specs.iter().zip(photos) {
+        let record = serde_json::json!({
+            "messages": [
+                {"role": "user", "content": user_turn(spec)},
+                {"role": "assistant", "content": answer(spec)},
+            ],
+            "images": [photo],
+        });
+        text.push_str(&record.to_string());
+        text.push('\n');
+    }
+    phi3v_io::write_atomic(path, |tmp| {
+        std::fs::write(tmp, &text).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     })
 }
 

@@ -9,6 +9,8 @@
 //!   coats, bags, scarves, shirts and shoes, in eight colours, plain, check or striped, with a
 //!   material texture (wool, cashmere, cotton, canvas, silk, leather, suede) and, for bags and
 //!   coats, a visible size;
+//! - for the furniture preset, also `conversations.jsonl`: the same rows as conversation
+//!   records ([`furniture::CONVERSATIONS_FILE`]);
 //! - `faults.json`: the rows deliberately broken by [`SampleConfig::faults`] and the drop
 //!   reason each must get ([`FaultList`]); an empty list without faults.
 //!
@@ -130,6 +132,32 @@ pub enum SamplePreset {
 impl SamplePreset {
     /// Every preset, by the name [`FromStr`](std::str::FromStr) reads.
     pub const NAMES: [&'static str; 2] = ["burberry", "furniture"];
+    /// Every preset.
+    pub const ALL: [SamplePreset; 2] = [SamplePreset::Burberry, SamplePreset::Furniture];
+
+    /// The name [`FromStr`](std::str::FromStr) reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplePreset::Burberry => "burberry",
+            SamplePreset::Furniture => "furniture",
+        }
+    }
+
+    /// The columns of the preset's catalogue, in order: what a task over its sample data
+    /// may name.
+    pub fn columns(self) -> Vec<String> {
+        match self {
+            SamplePreset::Burberry => crate::catalogue::BURBERRY_SCHEMA
+                .iter()
+                .map(|(name, _)| name.to_string())
+                .collect(),
+            SamplePreset::Furniture => furniture::schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+        }
+    }
 }
 
 impl std::str::FromStr for SamplePreset {
@@ -224,6 +252,9 @@ impl SampleConfig {
 pub struct SampleSummary {
     /// The parquet catalogue.
     pub catalogue: PathBuf,
+    /// The same rows as conversation records, for the presets that write them (furniture).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<PathBuf>,
     /// The folder of pictures.
     pub images_dir: PathBuf,
     /// The fault sidecar.
@@ -324,6 +355,7 @@ pub fn generate(config: &SampleConfig) -> Result<SampleSummary, DataError> {
     let out = &config.out_dir;
     Ok(SampleSummary {
         catalogue: out.join(CATALOGUE_FILE),
+        conversations: None,
         images_dir: out.join(IMAGES_DIR),
         faults_file: out.join(FAULTS_FILE),
         rows: config.rows,
@@ -359,6 +391,7 @@ fn generate_furniture(
         },
     )?;
     furniture::write_catalogue(&out.join(CATALOGUE_FILE), &specs, &photos)?;
+    furniture::write_conversations(&out.join(furniture::CONVERSATIONS_FILE), &specs, &photos)?;
     FaultList {
         catalogue: PathBuf::from(CATALOGUE_FILE),
         rows: config.rows,
@@ -370,6 +403,7 @@ fn generate_furniture(
     let out = &config.out_dir;
     Ok(SampleSummary {
         catalogue: out.join(CATALOGUE_FILE),
+        conversations: Some(out.join(furniture::CONVERSATIONS_FILE)),
         images_dir: out.join(IMAGES_DIR),
         faults_file: out.join(FAULTS_FILE),
         rows: config.rows,

@@ -10,12 +10,15 @@
 
 use phi3v::processor::prompt::python_float_repr;
 use phi3v::processor::prompt::{PromptTemplate, RenderedPrompt};
-use phi3v_data::catalogue::CatalogueItem;
+use std::path::Path;
+
+use phi3v_data::catalogue::{Catalogue, CatalogueItem};
+use phi3v_data::images::ImageFetcher;
 use phi3v_track::FieldCell;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
-use crate::task::{Baseline, Score, Task};
+use crate::task::{load_catalogue, Baseline, LoadedItems, Score, Task};
 
 /// The user turn: the image, then the question.
 pub const USER: &str = "<|image_1|>What is shown in this image?";
@@ -43,6 +46,14 @@ impl Task for BurberryTask {
 
     fn name(&self) -> &str {
         "burberry"
+    }
+
+    fn load(
+        &self,
+        path: &Path,
+        fetcher: &ImageFetcher,
+    ) -> Result<LoadedItems<CatalogueItem>, TrainError> {
+        load_catalogue(Catalogue::open(path)?, fetcher)
     }
 
     fn render(&self, item: &CatalogueItem) -> Result<RenderedPrompt, TrainError> {

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use phi3v::processor::prompt::{generation_prompt, FieldValue, RenderedPrompt};
 use phi3v_data::catalogue::{Catalogue, CatalogueItem};
+use phi3v_data::images::ImageFetcher;
 use phi3v_track::FieldCell;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -23,7 +24,7 @@ use super::fields::{
 use super::task_file::{AnswerField, TaskFile};
 use super::template::format_value;
 use crate::error::TrainError;
-use crate::task::{Baseline, Score, Task};
+use crate::task::{load_catalogue, Baseline, LoadedItems, Score, Task};
 
 /// The task a [`TaskFile`] describes.
 #[derive(Debug, Clone)]
@@ -43,6 +44,39 @@ impl TemplateTask {
 
     pub fn file(&self) -> &TaskFile {
         &self.file
+    }
+
+    /// The catalogue at `path` read as records of the columns the task file names.
+    pub fn catalogue(&self, path: &Path) -> Result<Catalogue, TrainError> {
+        Ok(Catalogue::open(path)?.with_record_layout(self.file.record_layout()))
+    }
+
+    /// The truth of an answer written out (the last assistant turn of a conversation): the
+    /// answer and each field read back from it as a generated answer is read.
+    ///
+    /// # Errors
+    /// A message naming the first field the answer template cannot read from it.
+    pub fn truth_of_answer(&self, answer: &str) -> Result<TemplateTruth, String> {
+        let fields = self
+            .read_fields(answer)
+            .into_iter()
+            .zip(&self.file.fields)
+            .map(|(read, field)| match (read.ok(field.kind), read.text) {
+                (true, Some(text)) => Ok(FieldTruth {
+                    text,
+                    number: read.number,
+                }),
+                _ => Err(format!(
+                    "field {{{}}} ({}) cannot be read from it",
+                    field.name(),
+                    field.kind.name()
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(TemplateTruth {
+            answer: answer.to_string(),
+            fields,
+        })
     }
 
     /// What each field says in `answer`: its text, and for a number field the number read
@@ -136,8 +170,12 @@ impl Task for TemplateTask {
         &self.file.name
     }
 
-    fn catalogue(&self, path: &Path) -> Result<Catalogue, TrainError> {
-        Ok(Catalogue::open(path)?.with_record_layout(self.file.record_layout()))
+    fn load(
+        &self,
+        path: &Path,
+        fetcher: &ImageFetcher,
+    ) -> Result<LoadedItems<CatalogueItem>, TrainError> {
+        load_catalogue(self.catalogue(path)?, fetcher)
     }
 
     fn render(&self, item: &CatalogueItem) -> Result<RenderedPrompt, TrainError> {
@@ -154,14 +192,13 @@ impl Task for TemplateTask {
             .user
             .render(&item.record)
             .map_err(|e| err("user", e))?;
-        Ok(RenderedPrompt {
-            prompt: generation_prompt(system.as_deref(), &user),
-            answer: self
-                .file
+        Ok(RenderedPrompt::new(
+            generation_prompt(system.as_deref(), &user),
+            self.file
                 .answer
                 .render(&item.record)
                 .map_err(|e| err("answer", e))?,
-        })
+        ))
     }
 
     fn truth(&self, item: &CatalogueItem) -> TemplateTruth {

@@ -116,6 +116,7 @@ pub fn job(data: &Path, run_dir: &Path) -> JobConfig {
         model: tiny_model(),
         model_label: "a tiny random Phi-3-V".into(),
         data: data.to_path_buf(),
+        task: None,
         settings: JobSettings {
             run_dir: run_dir.to_path_buf(),
             train,
