@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use burn::backend::Autodiff;
-use burn::tensor::{ElementConversion, FloatDType, Int, Tensor};
+use burn::tensor::{FloatDType, Int, Tensor};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use phi3v::processor::batch::{collate_training, SampleRef};
@@ -45,10 +45,9 @@ use phi3v::{BatchTensors, ImageInput, ModelDir, Phi3V};
 use phi3v_nn::{LoraConfig, Weights};
 use phi3v_peft::AdapterPlan;
 use phi3v_suite::backend::{Selected, NAME};
+use phi3v_suite::lora_update::{lora_update, peak_rss, Backprop};
 use phi3v_testkit::TinySpec;
 use phi3v_train::optim::{AdamW, AdamWConfig};
-use phi3v_train::recompute::{recomputed_backward, MicroBatch};
-use phi3v_train::trainer::{apply_gradients, GradientSum};
 
 type B = Autodiff<Selected>;
 type Inner = Selected;
@@ -171,46 +170,28 @@ fn batch(batch: usize, device: &Device) -> Batch {
     }
 }
 
-/// Forward, loss, backward (recomputing each decoder layer when `recompute`), gradient
-/// collection, clipping and AdamW. Returns the loss and the gradient norm before clipping
-/// (both read back, which also waits for the device on GPU backends).
+/// One update of `b` (see [`lora_update`]), recomputing each layer when `recompute`.
 fn step(
     model: &mut Phi3V<B>,
     optimizer: &mut AdamW<Inner>,
     b: &Batch,
     recompute: bool,
 ) -> (f64, f64) {
-    let mut grads = GradientSum::<B>::default();
-    let loss = if recompute {
-        let micro = MicroBatch {
-            input_ids: b.ids.clone(),
-            images: Some(&b.images),
-            attention_mask: None,
-            labels: b.labels.clone(),
-        };
-        recomputed_backward(model, &[], &mut grads, micro, 1.0).expect("recomputed step")
+    let backprop = if recompute {
+        Backprop::Recompute
     } else {
-        let loss = model
-            .loss(b.ids.clone(), Some(&b.images), None, b.labels.clone())
-            .expect("loss");
-        let value: f64 = loss.clone().into_scalar().elem();
-        grads.add(model, &[], loss);
-        value
+        Backprop::HeadLoss
     };
-    let norm = apply_gradients(model, &[], optimizer, grads, LR, MAX_GRAD_NORM);
-    (loss, norm)
-}
-
-/// The process's peak (`VmHWM`) and current (`VmRSS`) resident set, for the log (Linux).
-fn peak_rss() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map_or("unknown".to_string(), |v| v.trim().to_string())
-    };
-    format!("{} (current {})", field("VmHWM:"), field("VmRSS:"))
+    lora_update(
+        model,
+        optimizer,
+        b.ids.clone(),
+        Some(&b.images),
+        b.labels.clone(),
+        backprop,
+        LR,
+        MAX_GRAD_NORM,
+    )
 }
 
 /// A model, its optimizer and a batch, ready to step.

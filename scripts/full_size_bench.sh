@@ -32,12 +32,21 @@ rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=(load text photo train)
 mkdir -p "$work"
 
-cargo build --release -q -p phi3v-cli --bin phi3v ${features:+--features "$features"}
-cargo build --release -q -p phi3v-testkit --example write_random_model
-bin=target/release/phi3v
+# PHI3V_BIN_DIR names a folder with prebuilt `phi3v` and `write_random_model` binaries (what
+# scripts/device_check.sh carries to a machine without a Rust toolchain); without it they are
+# built here.
+if [ -n "${PHI3V_BIN_DIR:-}" ]; then
+  bin=$PHI3V_BIN_DIR/phi3v
+  writer=$PHI3V_BIN_DIR/write_random_model
+else
+  cargo build --release -q -p phi3v-cli --bin phi3v ${features:+--features "$features"}
+  cargo build --release -q -p phi3v-testkit --example write_random_model
+  bin=target/release/phi3v
+  writer=target/release/examples/write_random_model
+fi
 model=$work/model
 if [ ! -f "$model/config.json" ]; then
-  target/release/examples/write_random_model --preset full --seed 0 --out "$model" \
+  "$writer" --preset full --seed 0 --out "$model" \
     --tokenizer crates/phi3v-processor/tests/data/tokenizer/tokenizer.json
 fi
 photo=benches/data/photo_800x1000.jpg
@@ -77,8 +86,9 @@ for r in "${rows[@]}"; do
         --prompt "What is shown in this image?" --max-new-tokens 4 --base-dtype bf16 ;;
     train)
       rm -rf "$work/run"
-      row train "$bin" --backend "$backend" train --model "$model" --sample-rows 8 \
-        --run-dir "$work/run" --steps 1 --batch-size 1 --num-crops 16 --lora-rank 64 \
+      row train "$bin" --backend "$backend" train --model "$model" --sample-rows 4 --val-fraction 0.25 \
+        --run-dir "$work/run" --steps 1 --batch-size 1 --grad-accum 1 --warmup-steps 0 \
+        --num-crops 16 --lora-rank 64 \
         --lora-alpha 128 --base-dtype bf16 --recompute true --eval-samples 1 \
         --log-every 1 --no-tensorboard ;;
     *) echo "unknown row $r (load, text, photo, train)"; exit 2 ;;

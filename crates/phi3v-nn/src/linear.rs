@@ -125,27 +125,29 @@ impl<B: MixedMatmul> Linear<B> {
     /// - returns `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let weight = self.weight.val();
-        let bias = self.bias.as_ref().map(|b| b.val());
-        let base = if x.dtype() == weight.dtype() {
-            burn::tensor::module::linear(x.clone(), weight, bias)
+        let dims = x.dims();
+        let [d_input, d_output] = weight.dims();
+        // Every product runs on 2-D rows. burn's `module::linear` would reshape the weight
+        // to x's rank, and the weight is the transposed view of PyTorch's `[out, in]`
+        // layout: reshaping a non-contiguous tensor makes flex copy the whole weight on
+        // every call (5% of a LoRA step at the released widths), where a 2-D product
+        // reads it through its strides.
+        let rows = x
+            .clone()
+            .reshape([dims.iter().product::<usize>() / d_input, d_input]);
+        let y = if x.dtype() == weight.dtype() {
+            rows.matmul(weight)
+        } else if weight.is_require_grad() {
+            rounded_matmul(rows, weight)
         } else {
-            let dims = x.dims();
-            let [d_input, d_output] = weight.dims();
-            let rows = x
-                .clone()
-                .reshape([dims.iter().product::<usize>() / d_input, d_input]);
-            let mut out_dims = dims;
-            out_dims[D - 1] = d_output;
-            let y = if weight.is_require_grad() {
-                rounded_matmul(rows, weight)
-            } else {
-                B::mixed_matmul(rows, weight)
-            }
-            .reshape(out_dims);
-            match bias {
-                Some(b) => y + b.unsqueeze(),
-                None => y,
-            }
+            B::mixed_matmul(rows, weight)
+        };
+        let mut out_dims = dims;
+        out_dims[D - 1] = d_output;
+        let y = y.reshape(out_dims);
+        let base = match self.bias.as_ref().map(|b| b.val()) {
+            Some(b) => y + b.unsqueeze(),
+            None => y,
         };
         match &self.lora {
             Some(lora) => base + lora.forward(x),

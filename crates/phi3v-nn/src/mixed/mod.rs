@@ -142,13 +142,15 @@ mod tests {
     }
 
     /// Every shape class the kernel distinguishes: one row and a few (the dot-product
-    /// path), many rows (the tiled path), widths that are no multiple of a tile, and both
-    /// weight orientations.
+    /// path, with lengths with and without a tail past the vector lanes), many rows (the
+    /// tiled path), widths that are no multiple of a tile, and both weight orientations.
     #[test]
     fn mixed_product_equals_the_widened_product() {
         let device = Default::default();
         for (m, k, n) in [
             (1, 7, 5),
+            (1, 21, 70),
+            (2, 40, 37),
             (3, 96, 130),
             (4, 33, 257),
             (9, 64, 300),
