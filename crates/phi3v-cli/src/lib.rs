@@ -19,3 +19,11 @@ pub mod training;
 
 pub use backend::BackendChoice;
 pub use train_args::TrainArgs;
+
+/// A file of the repository, for unit tests that read the committed task files.
+#[cfg(test)]
+pub(crate) fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}

@@ -195,12 +195,7 @@ pub fn tiny_preset() -> TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn repo_file(path: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(path)
-    }
+    use crate::repo_file;
 
     #[test]
     fn a_task_file_without_data_gets_the_sample_preset_of_its_columns() {

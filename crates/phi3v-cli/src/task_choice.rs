@@ -56,15 +56,8 @@ macro_rules! with_task {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-
-    fn repo_file(path: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(path)
-    }
+    use crate::repo_file;
 
     #[test]
     fn conversation_records_choose_the_conversation_task_with_or_without_a_task_file() {

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::catalogue::{
-    fetch_urls, image_from_str, is_blank, read_line, ready_image, without_position,
+    fetch_urls, folder_of, image_from_str, is_blank, read_line, ready_image, without_position,
     CatalogueFormat, ImageRules, ImageSource, Line, LoadOptions, MAX_ROW_BYTES,
 };
 use crate::images::{ImageFetcher, ReadyImage};
@@ -152,10 +152,7 @@ impl ConversationFile {
 
     /// The folder relative image paths resolve against: the file's folder.
     pub fn base_dir(&self) -> &Path {
-        match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        }
+        folder_of(&self.path)
     }
 
     /// Reads every record, drops (and reports) those that cannot be trained, and returns the

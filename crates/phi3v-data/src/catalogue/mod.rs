@@ -290,10 +290,7 @@ impl Catalogue {
 
     /// The folder relative image paths resolve against: the catalogue's folder.
     pub fn base_dir(&self) -> &Path {
-        match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        }
+        folder_of(&self.path)
     }
 
     /// Streams the rows. Fails if the file cannot be opened, is not of its format, or lacks a
@@ -318,5 +315,14 @@ impl Catalogue {
                 total: None,
             },
         })
+    }
+}
+
+/// The folder holding the data file at `path` (`.` for a bare file name): where relative
+/// image paths of its rows or records resolve.
+pub(crate) fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
