@@ -93,7 +93,7 @@ fn model(
         .expect("write the tiny model dir");
     let resolved = ModelDir::resolve(dir.to_str().expect("UTF-8 path")).expect("model folder");
     let model = resolved
-        .load_model_with_matrices::<B>(device, matrix_dtype)
+        .load_model_with::<B>(device, matrix_dtype)
         .expect("load the tiny model dir");
     let mut model = burn::module::Module::no_grad(model);
     let mut plan = AdapterPlan::reference(true, false);

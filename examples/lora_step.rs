@@ -35,7 +35,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::Device;
 use clap::Parser;
-use phi3v::nn::{base_dtype, memory, BaseDtype, LoraConfig};
+use phi3v::nn::{memory, BaseDtype, LoraConfig};
 use phi3v::processor::prompt::ANSWER_SUFFIX;
 use phi3v::{BatchTensors, ModelDir};
 use phi3v_peft::AdapterPlan;
@@ -124,8 +124,8 @@ fn main() {
     );
     let device = Default::default();
     let dir = ModelDir::resolve(&args.model).expect("model folder");
-    let (model, matrices) = dir
-        .load_model_as::<B>(&device, args.base_dtype)
+    let (model, storage) = dir
+        .load_trainable::<B>(&device, args.base_dtype)
         .expect("load the model");
     let mut model = model.no_grad();
     let mut plan = AdapterPlan::reference(true, false);
@@ -144,7 +144,7 @@ fn main() {
         adapted.len(),
         args.rank,
         memory::gb(memory::resident_bytes(&model)),
-        base_dtype::dtype_name(matrices),
+        storage.name(),
         args.num_crops,
         if args.recompute { "recomputation" } else { "plain backpropagation" },
         if args.full_logits { "every position's logits" } else { "logits of the answer only" },

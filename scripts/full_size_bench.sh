@@ -14,7 +14,8 @@
 #          peak and prefill time;
 #   train  `phi3v train`, one LoRA update, r 64 on every reference target (vision tower
 #          included), bf16 base, num_crops 16, one photo, batch 1, recomputation on: peak and
-#          the step time.
+#          the step time;
+#   load_q4, train_q4   `load` and `train` over a q4 base (QLoRA); not in the default rows.
 # The PyTorch sides are scripts/bench_prefill_reference.py and
 # scripts/bench_training_reference.py; the bandwidth bound is `cargo bench --bench
 # mixed_matmul -- bandwidth`.
@@ -84,13 +85,18 @@ for r in "${rows[@]}"; do
     photo)
       row photo "$bin" --backend "$backend" generate --model "$model" --image "$photo" \
         --prompt "What is shown in this image?" --max-new-tokens 4 --base-dtype bf16 ;;
-    train)
-      rm -rf "$work/run"
-      row train "$bin" --backend "$backend" train --model "$model" --sample-rows 4 --val-fraction 0.25 \
-        --run-dir "$work/run" --steps 1 --batch-size 1 --grad-accum 1 --warmup-steps 0 \
-        --num-crops 16 --lora-rank 64 \
-        --lora-alpha 128 --base-dtype bf16 --recompute true --eval-samples 1 \
+    load_q4)
+      row load_q4 "$bin" --backend "$backend" generate --model "$model" --prompt "Hi" \
+        --max-new-tokens 1 --base-dtype q4 ;;
+    train | train_q4)
+      base=bf16
+      [ "$r" = train_q4 ] && base=q4
+      rm -rf "$work/run_$base"
+      row "$r" "$bin" --backend "$backend" train --model "$model" --sample-rows 4 \
+        --val-fraction 0.25 --run-dir "$work/run_$base" --steps 1 --batch-size 1 --grad-accum 1 \
+        --warmup-steps 0 --num-crops 16 --lora-rank 64 \
+        --lora-alpha 128 --base-dtype "$base" --recompute true --eval-samples 1 \
         --log-every 1 --no-tensorboard ;;
-    *) echo "unknown row $r (load, text, photo, train)"; exit 2 ;;
+    *) echo "unknown row $r (load, text, photo, train, load_q4, train_q4)"; exit 2 ;;
   esac
 done

@@ -67,7 +67,7 @@ enum Command {
         print_ids: bool,
         /// How the model's large matrices are held: bf16 halves the memory (products
         /// still accumulate in f32), f32 keeps the weights exact, auto is bf16 where the
-        /// backend can hold it.
+        /// backend can hold it; q8 and q4 quantize the linear weights in blocks of 32.
         #[arg(long, default_value = "auto", value_parser = base_dtype_parser())]
         base_dtype: BaseDtype,
     },
@@ -92,7 +92,7 @@ enum Command {
         /// Replace --out if it exists.
         #[arg(long)]
         overwrite: bool,
-        /// How the model's large matrices are held (bf16, f32 or auto). The forward
+        /// How the model's large matrices are held (bf16, f32, auto, q8 or q4). The forward
         /// computes in f32 either way; f32, the default, gives the reference's weights
         /// exactly.
         #[arg(long, default_value = "f32", value_parser = base_dtype_parser())]
@@ -168,7 +168,7 @@ enum Command {
         overwrite: bool,
         /// How the model's large matrices are held: bf16 halves the memory (products
         /// still accumulate in f32), f32 keeps the weights exact, auto is bf16 where the
-        /// backend can hold it.
+        /// backend can hold it; q8 and q4 quantize the linear weights in blocks of 32.
         #[arg(long, default_value = "auto", value_parser = base_dtype_parser())]
         base_dtype: BaseDtype,
     },

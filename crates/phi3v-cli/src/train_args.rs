@@ -127,7 +127,9 @@ pub struct TrainArgs {
     pub no_tensorboard: bool,
     /// Storage of the frozen base's matrices: bf16 halves the model's memory (adapters,
     /// activations and optimizer state stay f32); auto is bf16 where the backend supports
-    /// it. Default: f32 for the tiny random model, auto with --model.
+    /// it; q8 and q4 (QLoRA) quantize the linear weights in blocks of 32, with the
+    /// embedding and lm_head in bf16. Default: f32 for the tiny random model, auto with
+    /// --model.
     #[arg(long, value_parser = base_dtype_parser())]
     pub base_dtype: Option<BaseDtype>,
     /// Recompute each decoder layer in the backward pass instead of keeping its

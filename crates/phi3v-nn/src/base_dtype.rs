@@ -5,8 +5,15 @@
 //! weights. The products still accumulate in f32 ([`MixedMatmul`](crate::MixedMatmul)),
 //! and the adapters, norms and activations stay f32, as PEFT keeps its adapters in f32
 //! over a bf16 base. Every command that loads a model takes this choice.
+//!
+//! QLoRA goes further: `q8` and `q4` hold the linear weights of the decoder, the vision
+//! tower and the projection in burn's block quantization (one f32 scale per 32 values), and
+//! every product dequantizes its own weight on the fly. The token embedding and `lm_head`
+//! stay bf16: they are 8% of the parameters, and rounding them to 4 bits would shift every
+//! logit.
 
 use burn::tensor::backend::Backend;
+use burn::tensor::quantization::{QuantLevel, QuantParam, QuantScheme, QuantValue};
 use burn::tensor::{DType, FloatDType};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +28,67 @@ pub enum BaseDtype {
     Bf16,
     /// bf16 where the backend supports it, f32 elsewhere.
     Auto,
+    /// Linear weights in 8-bit symmetric blocks of [`QUANT_BLOCK`] values, the rest as
+    /// [`BaseDtype::Auto`].
+    Q8,
+    /// Linear weights in 4-bit symmetric blocks of [`QUANT_BLOCK`] values, the rest as
+    /// [`BaseDtype::Auto`].
+    Q4,
+}
+
+/// Values per quantization block, each block with its own f32 scale: the block size of
+/// llama.cpp's Q4_0 and Q8_0, small enough that one outlier costs only its 31 neighbours
+/// their precision.
+pub const QUANT_BLOCK: u8 = 32;
+
+/// What a [`BaseDtype`] resolves to on a backend: how the loader stores each large matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BaseStorage {
+    /// Dtype of the large float matrices (the token embedding, `lm_head`, and every linear
+    /// weight when the base is not quantized); `None` is the backend's float type.
+    pub matrix_dtype: Option<FloatDType>,
+    /// The scheme of the quantized linear weights, when the base is quantized.
+    pub quantization: Option<QuantScheme>,
+}
+
+impl From<Option<FloatDType>> for BaseStorage {
+    fn from(matrix_dtype: Option<FloatDType>) -> Self {
+        Self {
+            matrix_dtype,
+            quantization: None,
+        }
+    }
+}
+
+impl BaseStorage {
+    /// How the output names the storage: `bf16`, `f32`, `q4 + bf16` (quantized linears,
+    /// then the dtype of the embedding and head).
+    pub fn name(&self) -> String {
+        let matrices = dtype_name(self.matrix_dtype);
+        match self.quantization {
+            None => matrices.to_string(),
+            Some(scheme) => format!("{} + {matrices}", quantization_name(&scheme)),
+        }
+    }
+}
+
+/// `q4` or `q8`, the name [`BaseDtype`] reads for `scheme`.
+fn quantization_name(scheme: &QuantScheme) -> &'static str {
+    match scheme.value.size_bits() {
+        4 => "q4",
+        8 => "q8",
+        _ => "quantized",
+    }
+}
+
+/// The block scheme of a quantized base: symmetric values of `value`'s width in blocks of
+/// [`QUANT_BLOCK`], f32 scales, stored as the backend's kernels read it (flex unpacks to one
+/// value per byte; the CubeCL backends keep eight 4-bit values per `u32`).
+fn block_scheme(value: QuantValue) -> QuantScheme {
+    QuantScheme::default()
+        .with_value(value)
+        .with_level(QuantLevel::block([QUANT_BLOCK]))
+        .with_param(QuantParam::F32)
 }
 
 impl std::str::FromStr for BaseDtype {
@@ -31,6 +99,8 @@ impl std::str::FromStr for BaseDtype {
             "f32" => Ok(Self::F32),
             "bf16" => Ok(Self::Bf16),
             "auto" => Ok(Self::Auto),
+            "q8" => Ok(Self::Q8),
+            "q4" => Ok(Self::Q4),
             other => Err(format!(
                 "unknown base dtype `{other}` (expected one of {:?})",
                 Self::NAMES
@@ -41,21 +111,30 @@ impl std::str::FromStr for BaseDtype {
 
 impl BaseDtype {
     /// Every dtype, by the name [`FromStr`](std::str::FromStr) reads.
-    pub const NAMES: [&'static str; 3] = ["f32", "bf16", "auto"];
+    pub const NAMES: [&'static str; 5] = ["f32", "bf16", "auto", "q8", "q4"];
 
-    /// The matrix dtype to load the base with on `device` (`None`: the backend's float
-    /// type).
+    /// How to load the base on `device`: the matrix dtype (`None`: the backend's float type)
+    /// and, for `q8` and `q4`, the quantization scheme of the linear weights.
     ///
     /// # Errors
     /// [`BaseDtype::Bf16`] on a backend without general bf16 support (wgpu has none: WGSL
     /// has no bf16 type), as a message naming the backend.
-    pub fn resolve<B: Backend>(self, device: &B::Device) -> Result<Option<FloatDType>, String> {
+    pub fn resolve<B: Backend>(self, device: &B::Device) -> Result<BaseStorage, String> {
         let supported = B::supports_dtype(device, DType::BF16);
+        let bf16_if_supported = supported.then_some(FloatDType::BF16);
         match self {
-            BaseDtype::F32 => Ok(None),
-            BaseDtype::Auto if !supported => Ok(None),
-            BaseDtype::Bf16 | BaseDtype::Auto if supported => Ok(Some(FloatDType::BF16)),
-            _ => Err(format!(
+            BaseDtype::F32 => Ok(BaseStorage::default()),
+            BaseDtype::Auto => Ok(bf16_if_supported.into()),
+            BaseDtype::Bf16 if supported => Ok(Some(FloatDType::BF16).into()),
+            BaseDtype::Q8 | BaseDtype::Q4 => Ok(BaseStorage {
+                matrix_dtype: bf16_if_supported,
+                quantization: Some(block_scheme(if self == BaseDtype::Q8 {
+                    QuantValue::Q8S
+                } else {
+                    QuantValue::Q4S
+                })),
+            }),
+            BaseDtype::Bf16 => Err(format!(
                 "base dtype bf16: backend {} does not support bf16 on {device:?}; \
                  use f32 (or auto, which falls back to f32)",
                 B::name(device)
@@ -83,15 +162,34 @@ mod tests {
     fn resolves_against_the_backend() {
         type Flex = burn::backend::Flex;
         let device = Default::default();
-        assert_eq!(BaseDtype::F32.resolve::<Flex>(&device).unwrap(), None);
-        assert_eq!(
-            BaseDtype::Auto.resolve::<Flex>(&device).unwrap(),
-            Some(FloatDType::BF16)
-        );
-        assert_eq!(
-            BaseDtype::Bf16.resolve::<Flex>(&device).unwrap(),
-            Some(FloatDType::BF16)
-        );
-        assert!("q4".parse::<BaseDtype>().unwrap_err().contains("q4"));
+        let matrices = |d: BaseDtype| d.resolve::<Flex>(&device).unwrap().matrix_dtype;
+        assert_eq!(matrices(BaseDtype::F32), None);
+        assert_eq!(matrices(BaseDtype::Auto), Some(FloatDType::BF16));
+        assert_eq!(matrices(BaseDtype::Bf16), Some(FloatDType::BF16));
+        assert!("q3".parse::<BaseDtype>().unwrap_err().contains("q3"));
+    }
+
+    /// `q4` and `q8` quantize the linears in blocks and keep the rest bf16; the others
+    /// quantize nothing.
+    #[test]
+    fn quantized_bases_name_their_scheme() {
+        type Flex = burn::backend::Flex;
+        let device = Default::default();
+        for name in BaseDtype::NAMES {
+            let storage = name
+                .parse::<BaseDtype>()
+                .unwrap()
+                .resolve::<Flex>(&device)
+                .unwrap();
+            let bits = storage.quantization.map(|s| s.value.size_bits());
+            match name {
+                "q4" => assert_eq!((bits, storage.name().as_str()), (Some(4), "q4 + bf16")),
+                "q8" => assert_eq!((bits, storage.name().as_str()), (Some(8), "q8 + bf16")),
+                _ => assert_eq!(bits, None, "{name}"),
+            }
+            if let Some(scheme) = storage.quantization {
+                assert_eq!(scheme.level, QuantLevel::block([QUANT_BLOCK]));
+            }
+        }
     }
 }

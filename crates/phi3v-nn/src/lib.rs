@@ -22,7 +22,7 @@ pub mod weights;
 pub use attention::{
     attention, causal_mask, naive_attention, AttentionBackend, AttentionKernel, AttentionMask,
 };
-pub use base_dtype::BaseDtype;
+pub use base_dtype::{BaseDtype, BaseStorage};
 pub use linear::Linear;
 pub use lora::{LoraAdapter, LoraConfig, LoraInit};
 pub use mixed::MixedMatmul;

@@ -87,17 +87,6 @@ impl<B: Backend> Linear<B> {
         (i, o)
     }
 
-    /// Stores the weight (not the bias) in `dtype`, keeping its parameter id. Used to hold
-    /// a frozen base in bf16 while activations, biases and adapters stay f32.
-    pub fn cast_weight(&mut self, dtype: FloatDType) {
-        if self.weight.dtype() != DType::from(dtype) {
-            let (id, weight, _) = self.weight.clone().consume();
-            let require_grad = weight.is_require_grad();
-            let weight = weight.cast(dtype).detach().set_require_grad(require_grad);
-            self.weight = Param::initialized(id, weight);
-        }
-    }
-
     /// An unnamed layer from a weight (`[d_input, d_output]`) and an optional bias (see
     /// [`Linear::with_name`]).
     pub fn from_tensors(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
@@ -111,6 +100,20 @@ impl<B: Backend> Linear<B> {
 }
 
 impl<B: MixedMatmul> Linear<B> {
+    /// Stores the weight (not the bias) in `dtype`, keeping its parameter id: a frozen base
+    /// held in bf16 while activations, biases and adapters stay f32, or a quantized weight
+    /// widened to f32 to be trained in full.
+    pub fn cast_weight(&mut self, dtype: FloatDType) {
+        if self.weight.dtype() != DType::from(dtype) {
+            let (id, weight, _) = self.weight.clone().consume();
+            let require_grad = weight.is_require_grad();
+            let weight = B::widen(weight, dtype)
+                .detach()
+                .set_require_grad(require_grad);
+            self.weight = Param::initialized(id, weight);
+        }
+    }
+
     /// `x W + b (+ s (x A) B)`, in `x`'s dtype.
     ///
     /// A weight stored in a narrower dtype than `x` (a frozen bf16 base, see

@@ -6,7 +6,8 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::quantization::{QuantLevel, QuantParam, QuantStore};
+use burn::tensor::{DType, Tensor};
 
 /// What loading a model will take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,12 +101,40 @@ pub fn resident_bytes<B: Backend, M: Module<B>>(module: &M) -> u64 {
     impl<B: Backend> ModuleVisitor<B> for Sum {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             let value = param.val();
-            self.0 += (value.shape().num_elements() * value.dtype().size()) as u64;
+            self.0 += stored_bytes(value.dtype(), value.shape().num_elements() as u64);
         }
     }
     let mut sum = Sum(0);
     module.visit(&mut sum);
     sum.0
+}
+
+/// Bytes that `numel` values of `dtype` take: the element size for floats; for a
+/// block-quantized tensor, its values as stored plus one scale per block. Values stored
+/// "natively" take a byte each even at 4 bits, as flex holds them (one `i8` per value);
+/// packed values take their bits, rounded up to the packing word.
+pub fn stored_bytes(dtype: DType, numel: u64) -> u64 {
+    let DType::QFloat(scheme) = dtype else {
+        return numel * dtype.size() as u64;
+    };
+    let values = match scheme.store {
+        QuantStore::Native => numel,
+        QuantStore::PackedU32(_) | QuantStore::PackedNative(_) => {
+            let word = scheme.size_bits_stored() as u64;
+            let per_word = word / scheme.size_bits_value() as u64;
+            numel.div_ceil(per_word) * word / 8
+        }
+    };
+    let blocks = match scheme.level {
+        QuantLevel::Tensor => 1,
+        QuantLevel::Block(block) => numel.div_ceil(block.num_elements() as u64),
+    };
+    let scale_bytes = match scheme.param {
+        QuantParam::F32 => 4,
+        QuantParam::F16 | QuantParam::BF16 => 2,
+        QuantParam::UE8M0 | QuantParam::UE4M3 => 1,
+    };
+    values + blocks * scale_bytes
 }
 
 #[cfg(test)]
@@ -141,6 +170,15 @@ mod tests {
         assert_eq!(resident_bytes(&layer), (8 * 4 + 4) * 4);
         layer.cast_weight(burn::tensor::FloatDType::BF16);
         assert_eq!(resident_bytes(&layer), 8 * 4 * 2 + 4 * 4);
+        // A q4 weight on flex: one byte per value and an f32 scale per 32 values.
+        let scheme = crate::BaseDtype::Q4
+            .resolve::<burn::backend::Flex>(&device)
+            .unwrap()
+            .quantization
+            .unwrap();
+        let weight = Tensor::<burn::backend::Flex, 2>::ones([8, 64], &device);
+        let quantized = crate::Linear::from_tensors(weight.quantize_dynamic(&scheme), None);
+        assert_eq!(resident_bytes(&quantized), 8 * 64 + 8 * 64 / 32 * 4);
     }
 
     #[test]

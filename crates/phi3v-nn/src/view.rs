@@ -195,7 +195,7 @@ impl<'a> WeightsView<'a> {
     }
 
     /// A large 2-D tensor (the token embedding), read in the weights' matrix dtype (see
-    /// [`Weights::set_matrix_dtype`]); random as `N(0, std^2)`.
+    /// [`Weights::set_storage`]); random as `N(0, std^2)`.
     pub fn matrix<B: Backend>(
         &self,
         leaf: &str,

@@ -22,7 +22,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Element, FloatDType, Int, Tensor, TensorData};
 use safetensors::tensor::{Dtype, Metadata};
 
-use crate::memory::MemoryNeed;
+use crate::base_dtype::BaseStorage;
+use crate::memory::{self, MemoryNeed};
 
 /// Name of the index file of sharded weights.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -90,9 +91,8 @@ struct Entry {
 pub struct Weights {
     files: Vec<(PathBuf, File)>,
     entries: HashMap<String, Entry>,
-    /// Dtype of the large matrices ([`Weights::matrix`], [`Weights::linear_weight`]);
-    /// `None` is the backend's float type.
-    matrix_dtype: Option<FloatDType>,
+    /// How the large matrices ([`Weights::matrix`], [`Weights::linear_weight`]) are held.
+    storage: BaseStorage,
 }
 
 impl std::fmt::Debug for Weights {
@@ -240,7 +240,7 @@ impl Weights {
         Ok(Self {
             files,
             entries,
-            matrix_dtype: None,
+            storage: BaseStorage::default(),
         })
     }
 
@@ -399,16 +399,17 @@ impl Weights {
     }
 
     /// Stores the large matrices (linear weights and the token embedding, about 99% of the
-    /// parameters) in `dtype` from now on, e.g. bf16 for a frozen base half the size of an
-    /// f32 one. Norms, biases, convolution and position tables keep the backend's float
-    /// type: they are small, and the activations follow their dtype. `None` restores the
-    /// backend's float type.
-    pub fn set_matrix_dtype(&mut self, dtype: Option<FloatDType>) {
-        self.matrix_dtype = dtype;
+    /// parameters) as `storage` says from now on: in its matrix dtype (bf16 for a frozen base
+    /// half the size of an f32 one) and, when it quantizes, the linear weights but
+    /// `lm_head` in its block scheme. Norms, biases, convolution and position tables keep
+    /// the backend's float type: they are small, and the activations follow their dtype.
+    /// The default storage is the backend's float type throughout.
+    pub fn set_storage(&mut self, storage: impl Into<BaseStorage>) {
+        self.storage = storage.into();
     }
 
     /// Loads a large 2-D float tensor in the matrix dtype (see
-    /// [`Weights::set_matrix_dtype`]). Each tensor is converted on its own, so loading never
+    /// [`Weights::set_storage`]). Each tensor is converted on its own, so loading never
     /// holds more than one matrix in f32 beside the model; a bf16 matrix kept in bf16 is
     /// read straight into the tensor's buffer, with no copy at all.
     pub fn matrix<B: Backend>(
@@ -417,7 +418,7 @@ impl Weights {
         shape: [usize; 2],
         device: &B::Device,
     ) -> Result<Tensor<B, 2>, WeightsError> {
-        match self.matrix_dtype {
+        match self.storage.matrix_dtype {
             None => self.tensor(name, shape, device),
             Some(FloatDType::BF16) if self.entry(name)?.dtype == Dtype::BF16 => {
                 let (entry, _) = self.checked(name, &shape)?;
@@ -439,41 +440,46 @@ impl Weights {
     }
 
     /// What loading every tensor will take: 2-D float tensors (the linear weights and
-    /// embeddings this type loads as matrices) in the matrix dtype, the rest in f32, and
-    /// the largest conversion in flight. An upper bound when the weights hold tensors that
-    /// the model does not use, or small 2-D tables that it keeps in f32.
+    /// embeddings this type loads as matrices) as the storage holds them, the rest in f32,
+    /// and the largest conversion in flight. An upper bound when the weights hold tensors
+    /// that the model does not use, or small 2-D tables that it keeps in f32.
     pub fn memory_need(&self) -> MemoryNeed {
-        self.memory_need_as(self.matrix_dtype)
+        self.memory_need_as(self.storage)
     }
 
-    /// [`Weights::memory_need`] as if the matrix dtype were `matrix_dtype`.
-    pub fn memory_need_as(&self, matrix_dtype: Option<FloatDType>) -> MemoryNeed {
-        let matrix_bytes = match matrix_dtype {
-            Some(FloatDType::BF16 | FloatDType::F16) => 2,
-            _ => 4,
-        };
+    /// [`Weights::memory_need`] as if the storage were `storage`.
+    pub fn memory_need_as(&self, storage: BaseStorage) -> MemoryNeed {
+        let matrix_dtype = storage.matrix_dtype.map_or(DType::F32, DType::from);
         let mut need = MemoryNeed {
             resident: 0,
             transient: 0,
         };
         // An alias (see `resolve_alias`) names the same bytes twice: count them once.
         let mut seen = std::collections::HashSet::new();
-        for entry in self.entries.values() {
+        for (name, entry) in &self.entries {
             if !seen.insert((entry.file, entry.range.0)) {
                 continue;
             }
             let numel: u64 = entry.shape.iter().map(|&d| d as u64).product();
             let stored = (entry.range.1 - entry.range.0) as u64;
-            let resident = if entry.shape.len() == 2 {
-                numel * matrix_bytes
-            } else {
-                numel * 4
+            // The embeddings are the 2-D tensors that are no linear weight.
+            let quantized = storage.quantization.filter(|_| {
+                entry.shape.len() == 2
+                    && quantizes(name)
+                    && !name.contains("embed")
+                    && !name.contains("wte")
+            });
+            let resident = match (quantized, entry.shape.len()) {
+                (Some(scheme), _) => memory::stored_bytes(DType::QFloat(scheme), numel),
+                (None, 2) => memory::stored_bytes(matrix_dtype, numel),
+                (None, _) => numel * 4,
             };
-            // Read as stored, then widened to f32 unless it is kept as stored.
-            let transient = if resident == stored {
-                0
-            } else {
-                stored + numel * 4
+            // Read as stored, then widened to f32 unless it is kept as stored; a quantized
+            // weight is also laid out afresh (`[in, out]`) before its blocks are taken.
+            let transient = match quantized {
+                Some(_) => stored + 2 * numel * 4,
+                None if resident == stored => 0,
+                None => stored + numel * 4,
             };
             need.resident += resident;
             need.transient = need.transient.max(transient);
@@ -481,8 +487,18 @@ impl Weights {
         need
     }
 
-    /// Loads a PyTorch `nn.Linear` weight (`[out, in]`) as burn's `[in, out]`, in the
+    /// Loads a PyTorch `nn.Linear` weight (`[out, in]`) as burn's `[in, out]`: in the matrix
+    /// dtype, or in the storage's block scheme when it quantizes (all but `lm_head`).
+    ///
+    /// A quantized weight is laid out `[in, out]` before its blocks are taken, so each block
+    /// holds 32 output channels of one input feature: burn cannot transpose a
+    /// block-quantized tensor without requantizing it, so the blocks follow the layout the
+    /// products read. A weight whose output width is no multiple of the block stays in the
     /// matrix dtype.
+    ///
+    /// Quantizing runs on `B` itself, which must not be an autodiff backend (burn's autodiff
+    /// cannot quantize): a trainable model is loaded on the inner backend and lifted (see
+    /// `phi3v::ModelDir::load_trainable`).
     pub fn linear_weight<B: Backend>(
         &self,
         name: &str,
@@ -490,9 +506,20 @@ impl Weights {
         d_output: usize,
         device: &B::Device,
     ) -> Result<Tensor<B, 2>, WeightsError> {
-        Ok(self
-            .matrix::<B>(name, [d_output, d_input], device)?
-            .transpose())
+        let block = crate::base_dtype::QUANT_BLOCK as usize;
+        match self.storage.quantization {
+            Some(scheme) if quantizes(name) && d_output.is_multiple_of(block) => {
+                let values = self.read_f32(name, &[d_output, d_input])?;
+                // `[out, in]` f32 (the read), then its `[in, out]` contiguous copy inside
+                // the quantizer: two transient copies of this one matrix.
+                let weight: Tensor<B, 2> =
+                    Tensor::from_data(TensorData::new(values, [d_output, d_input]), device);
+                Ok(weight.transpose().quantize_dynamic(&scheme))
+            }
+            _ => Ok(self
+                .matrix::<B>(name, [d_output, d_input], device)?
+                .transpose()),
+        }
     }
 
     /// Names of the tensors that no loader asked for, among `used`: helps report
@@ -504,6 +531,12 @@ impl Weights {
             .filter(|n| !used.contains(n))
             .collect()
     }
+}
+
+/// Whether a linear weight named `name` is quantized in a quantized base: all but the
+/// output head, whose rounding would shift every logit.
+fn quantizes(name: &str) -> bool {
+    !name.starts_with("lm_head")
 }
 
 /// Reads and checks a safetensors header: its length in bytes and the tensors it lists.

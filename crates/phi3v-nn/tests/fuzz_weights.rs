@@ -151,7 +151,7 @@ fn read_everything(path: &Path) -> &'static str {
     let _ = weights.files().count();
     let mut all_read = true;
     for dtype in [None, Some(FloatDType::BF16)] {
-        weights.set_matrix_dtype(dtype);
+        weights.set_storage(dtype);
         for name in &names {
             let shape = weights.shape(name).unwrap().to_vec();
             let count: usize = shape.iter().product();

@@ -6,7 +6,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Element, FloatDType};
-use phi3v_nn::{LoraAdapter, LoraConfig, NamedLinears};
+use phi3v_nn::{LoraAdapter, LoraConfig, MixedMatmul, NamedLinears};
 use serde::{Deserialize, Serialize};
 
 use crate::error::PeftError;
@@ -86,7 +86,7 @@ impl AdapterPlan {
     /// # Errors
     /// A pattern of `targets` or `full` that selects no layer (a typo would otherwise
     /// silently train nothing), or a layer selected by both.
-    pub fn apply<B: Backend, M: NamedLinears<B>>(
+    pub fn apply<B: MixedMatmul, M: NamedLinears<B>>(
         &self,
         model: &mut M,
         device: &B::Device,
@@ -105,7 +105,9 @@ impl AdapterPlan {
                 adapted.push(name.to_string());
             } else if full {
                 // AdamW needs the weight in the backend's float type: updates of a bf16
-                // weight (a base loaded with bf16 matrices) would round away.
+                // weight (a base loaded with bf16 matrices) would round away, and a
+                // quantized one (q4/q8) cannot change at all, so it trains from its
+                // dequantized values.
                 linear.cast_weight(FloatDType::from(<B::FloatElem as Element>::dtype()));
                 linear.weight = linear.weight.clone().set_require_grad(true);
                 linear.bias = linear.bias.take().map(|b| b.set_require_grad(true));

@@ -331,15 +331,10 @@ impl<T: Task> CheckedJob<T> {
         let job = &self.record.job;
         let settings = &job.settings;
         let run_dir = &settings.run_dir;
-        let matrix_dtype = settings
-            .train
-            .base_dtype
-            .resolve::<B>(&device)
-            .map_err(TrainError::Config)?;
         let data = self.data;
-        let model = data
+        let (model, storage) = data
             .dir
-            .load_model_with_matrices::<B>(&device, matrix_dtype)?;
+            .load_trainable::<B>(&device, settings.train.base_dtype)?;
         // The run starts here: job.json is the first file written.
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
         crate::io::write_json(&run_dir.join("job.json"), &self.record)?;
@@ -352,7 +347,7 @@ impl<T: Task> CheckedJob<T> {
                 data.train.len(),
                 data.val.len(),
                 B::name(&device),
-                phi3v::nn::base_dtype::dtype_name(matrix_dtype),
+                storage.name(),
                 if settings.train.recompute {
                     " · activation recomputation"
                 } else {

@@ -2,7 +2,8 @@
 //! `scripts/make_lora_fixtures.py`): the loss, every adapter gradient, the global gradient
 //! norm, and the adapters after a clipped AdamW update. The same step with gradient
 //! checkpointing must match as closely, and with a bf16-resident base it must be the same
-//! step.
+//! step. Over a quantized base (QLoRA) it must be the step of an f32 base that holds the
+//! dequantized values, and leave the base untouched.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, ElementConversion, FloatDType, Int, Tensor, TensorData};
 use phi3v::{ImageInput, ModelDir, Phi3V};
-use phi3v_nn::{AttentionBackend, NamedLinears, Weights};
+use phi3v_nn::mixed::is_quantized;
+use phi3v_nn::{AttentionBackend, BaseDtype, NamedLinears, Weights};
 use phi3v_peft::import_peft;
 use phi3v_train::optim::{AdamW, AdamWConfig};
 use phi3v_train::params::for_each_trainable;
@@ -24,18 +26,52 @@ fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lora_step")
 }
 
-fn model<B: AutodiffBackend>(matrix_dtype: Option<FloatDType>) -> Phi3V<B> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../phi3v/tests/data/tiny_phi3v");
-    let dir = ModelDir::resolve(base.to_str().unwrap()).unwrap();
-    let model = dir
-        .load_model_with_matrices::<B>(&Default::default(), matrix_dtype)
-        .unwrap();
-    let held = model.decoder.lm_head.weight.val().dtype();
-    assert_eq!(
-        held,
-        matrix_dtype.map_or(DType::F32, DType::from),
-        "lm_head held in"
-    );
+/// How the base of one step is held.
+#[derive(Debug, Clone, Copy)]
+enum Base {
+    /// Its matrices in this float dtype (`None`: f32).
+    Float(Option<FloatDType>),
+    /// Its linear weights quantized as this base dtype says (q8, q4).
+    Quantized(BaseDtype),
+    /// As [`Base::Quantized`], then every weight widened to f32: the same values, f32 math.
+    Dequantized(BaseDtype),
+}
+
+fn model<B>(base: Base) -> Phi3V<B>
+where
+    B: AutodiffBackend + AttentionBackend,
+{
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../phi3v/tests/data/tiny_phi3v");
+    let dir = ModelDir::resolve(path.to_str().unwrap()).unwrap();
+    let device = Default::default();
+    let model = match base {
+        Base::Float(matrix_dtype) => {
+            let model = dir.load_model_with::<B>(&device, matrix_dtype).unwrap();
+            let held = model.decoder.lm_head.weight.val().dtype();
+            assert_eq!(
+                held,
+                matrix_dtype.map_or(DType::F32, DType::from),
+                "lm_head held in"
+            );
+            model
+        }
+        Base::Quantized(q) | Base::Dequantized(q) => {
+            let (mut model, _) = dir.load_trainable::<B>(&device, q).unwrap();
+            let mut quantized = 0;
+            model.for_each_linear("", &mut |_, linear| {
+                if is_quantized(&linear.weight.val()) {
+                    quantized += 1;
+                    if matches!(base, Base::Dequantized(_)) {
+                        linear.cast_weight(FloatDType::F32);
+                    }
+                }
+            });
+            // The tiny model's decoder layers and projection (the vision tower's
+            // 16-wide outputs are no multiple of a block).
+            assert!(quantized >= 10, "{quantized} quantized linear layers");
+            model
+        }
+    };
     let mut model = burn::module::Module::no_grad(model);
     import_peft(
         &mut model,
@@ -81,14 +117,23 @@ struct Step {
 }
 
 /// Loss, backward, clipped AdamW update (lr 1e-3, clip 1.0) on the fixture's inputs, with
-/// the base's matrices in `matrix_dtype`, with or without activation recomputation.
-fn one_step<B>(matrix_dtype: Option<FloatDType>, checkpointing: bool) -> Step
+/// the base held as `base` says, with or without activation recomputation. Checks that the
+/// step leaves every base weight as it was, in value and dtype.
+fn one_step<B>(base: Base, checkpointing: bool) -> Step
 where
     B: AutodiffBackend + AttentionBackend,
     B::InnerBackend: AttentionBackend,
 {
     let device = Default::default();
-    let mut model = model::<B>(matrix_dtype);
+    let mut model = model::<B>(base);
+    let base_weights = |model: &mut Phi3V<B>| {
+        let mut held = BTreeMap::new();
+        model.for_each_linear("", &mut |name, linear| {
+            held.insert(name.to_string(), linear.weight.val().into_data());
+        });
+        held
+    };
+    let before = base_weights(&mut model);
     let inputs = Weights::open(data().join("inputs.safetensors")).unwrap();
     let ids = inputs
         .read_i64("input_ids", inputs.shape("input_ids").unwrap())
@@ -144,11 +189,22 @@ where
         let (peft_name, ours) = as_peft(name, &slot.shape(), values);
         updated.insert(peft_name, ours);
     });
-    // The frozen base keeps the dtype it was loaded in.
-    let want = matrix_dtype.map_or(DType::F32, DType::from);
-    model.for_each_linear("", &mut |name, linear| {
-        assert_eq!(linear.weight.dtype(), want, "{name}: base weight dtype");
-    });
+    // No gradient reached the frozen base: only adapters were collected, and every base
+    // weight keeps its values and the dtype it was loaded in.
+    assert!(
+        shapes.keys().all(|name| name.contains("lora")),
+        "a base weight was trainable: {:?}",
+        shapes
+            .keys()
+            .filter(|n| !n.contains("lora"))
+            .collect::<Vec<_>>()
+    );
+    let after = base_weights(&mut model);
+    assert_eq!(before.len(), after.len());
+    for (name, data) in &before {
+        assert_eq!(after[name].dtype, data.dtype, "{name}: base weight dtype");
+        assert_eq!(after[name].bytes, data.bytes, "{name}: base weight changed");
+    }
     Step {
         loss: loss_value,
         grads,
@@ -206,16 +262,16 @@ fn check_against_pytorch(step: &Step, label: &str) {
 
 #[test]
 fn one_lora_step_matches_pytorch_and_peft() {
-    check_against_pytorch(&one_step::<Autodiff<Flex>>(None, false), "plain");
+    check_against_pytorch(&one_step::<Autodiff<Flex>>(EXACT, false), "plain");
 }
 
 /// Activation recomputation recomputes every decoder layer in the backward pass: the step
 /// must match PyTorch as closely, and plain backpropagation up to summation order.
 #[test]
 fn recompute_gives_the_same_step() {
-    let checkpointed = one_step::<Autodiff<Flex>>(None, true);
+    let checkpointed = one_step::<Autodiff<Flex>>(EXACT, true);
     check_against_pytorch(&checkpointed, "checkpointed");
-    let plain = one_step::<Autodiff<Flex>>(None, false);
+    let plain = one_step::<Autodiff<Flex>>(EXACT, false);
     assert_eq!(plain.grads.len(), checkpointed.grads.len());
     let worst = plain
         .grads
@@ -233,37 +289,61 @@ fn recompute_gives_the_same_step() {
 /// product did before, left errors of about 1e-2 here.)
 #[test]
 fn bf16_base_step_equals_the_f32_step_on_bf16_weights() {
-    let exact = one_step::<Autodiff<Flex>>(None, false);
-    let bf16 = one_step::<Autodiff<Flex>>(Some(FloatDType::BF16), false);
-    println!("bf16 base: loss {} (f32 {})", bf16.loss, exact.loss);
+    let exact = one_step::<Autodiff<Flex>>(EXACT, false);
+    let bf16 = one_step::<Autodiff<Flex>>(Base::Float(Some(FloatDType::BF16)), false);
+    assert_same_step(&bf16, &exact, "bf16 base");
+}
+
+/// QLoRA: a q8 or q4 base under f32 adapters gives the step of an f32 base holding the
+/// dequantized values (loss, every adapter gradient and the norm within 1e-5 relative),
+/// with plain backpropagation and with recomputation, and never changes the base.
+#[test]
+fn quantized_base_step_equals_the_step_on_its_dequantized_values() {
+    for q in [BaseDtype::Q8, BaseDtype::Q4] {
+        let widened = one_step::<Autodiff<Flex>>(Base::Dequantized(q), false);
+        for checkpointing in [false, true] {
+            let quantized = one_step::<Autodiff<Flex>>(Base::Quantized(q), checkpointing);
+            let label = format!("{q:?} base, recomputation {checkpointing}");
+            assert_same_step(&quantized, &widened, &label);
+        }
+    }
+}
+
+/// The f32 base of the fixture.
+const EXACT: Base = Base::Float(None);
+
+/// `got` is the step `want` up to summation order: the loss, every gradient (L2 relative
+/// error) and the gradient norm within 1e-5 relative.
+fn assert_same_step(got: &Step, want: &Step, label: &str) {
+    println!("{label}: loss {} (reference {})", got.loss, want.loss);
     assert!(
-        (bf16.loss - exact.loss).abs() <= 1e-5 * exact.loss.abs(),
-        "bf16 loss {} vs {}",
-        bf16.loss,
-        exact.loss
+        (got.loss - want.loss).abs() <= 1e-5 * want.loss.abs(),
+        "{label}: loss {} vs {}",
+        got.loss,
+        want.loss
     );
-    assert_eq!(bf16.grads.len(), exact.grads.len());
+    assert_eq!(got.grads.len(), want.grads.len());
     let mut worst = (0.0f32, String::new());
-    for (name, g) in &exact.grads {
-        let e = relative_error(&bf16.grads[name], g);
+    for (name, g) in &want.grads {
+        let e = relative_error(&got.grads[name], g);
         if e > worst.0 {
             worst = (e, name.clone());
         }
     }
     println!(
-        "bf16 base: worst relative gradient error {:e} ({})",
+        "{label}: worst relative gradient error {:e} ({})",
         worst.0, worst.1
     );
     assert!(
         worst.0 < 1e-5,
-        "{}: relative gradient error {}",
+        "{label}: {}: relative gradient error {}",
         worst.1,
         worst.0
     );
-    let norm_err = (bf16.norm - exact.norm).abs() / exact.norm;
+    let norm_err = (got.norm - want.norm).abs() / want.norm;
     println!(
-        "bf16 base: gradient norm {} (f32 {})",
-        bf16.norm, exact.norm
+        "{label}: gradient norm {} (reference {})",
+        got.norm, want.norm
     );
-    assert!(norm_err < 1e-5, "gradient norm off by {norm_err}");
+    assert!(norm_err < 1e-5, "{label}: gradient norm off by {norm_err}");
 }

@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::FloatDType;
 use phi3v_nn::weights::{INDEX_FILE, SINGLE_FILE};
-use phi3v_nn::{memory, BaseDtype, Weights, WeightsView};
+use phi3v_nn::{memory, BaseDtype, BaseStorage, Weights, WeightsView};
 use phi3v_processor::config::PREPROCESSOR_CONFIG_FILE;
 use phi3v_processor::image_processor::{ImageProcessor, ProcessorConfig};
 use phi3v_processor::tokenize::Phi3Tokenizer;
@@ -153,20 +154,24 @@ impl ModelDir {
 
     /// Loads the model with the backend's float type.
     pub fn load_model<B: Backend>(&self, device: &B::Device) -> Result<Phi3V<B>, Phi3VError> {
-        self.load_model_with_matrices(device, None)
+        self.load_model_with(device, BaseStorage::default())
     }
 
-    /// Loads the model with its large matrices (linear weights, token embedding) in
-    /// `matrix_dtype`, e.g. bf16 to hold a frozen base in half the memory; the rest, and so
-    /// the activations, keep the backend's float type. `None` is [`ModelDir::load_model`].
+    /// Loads the model with its large matrices (linear weights, token embedding) held as
+    /// `storage` says: e.g. bf16 to hold a frozen base in half the memory, or q4 linear
+    /// weights for QLoRA; the rest, and so the activations, keep the backend's float type.
+    /// The default storage is [`ModelDir::load_model`].
+    ///
+    /// A quantized storage needs a backend that quantizes, which burn's autodiff does not:
+    /// load a trainable model with [`ModelDir::load_trainable`].
     ///
     /// On a backend that keeps tensors in host memory, a model that will not fit the
     /// host's available memory is refused before any tensor is read, with the size it
     /// needs.
-    pub fn load_model_with_matrices<B: Backend>(
+    pub fn load_model_with<B: Backend>(
         &self,
         device: &B::Device,
-        matrix_dtype: Option<FloatDType>,
+        storage: impl Into<BaseStorage>,
     ) -> Result<Phi3V<B>, Phi3VError> {
         let config = self.config()?;
         let mut weights = Weights::open(&self.path)?;
@@ -176,7 +181,7 @@ impl ModelDir {
             "model.embed_tokens.weight",
             &format!("{VISION_PATH}.wte.weight"),
         );
-        weights.set_matrix_dtype(matrix_dtype);
+        weights.set_storage(storage);
         if memory::lives_in_host_memory::<B>(device) {
             if let Some(available) = memory::host_available() {
                 check_memory(&weights, available)?;
@@ -185,20 +190,30 @@ impl ModelDir {
         load_model(&weights, &config, device)
     }
 
-    /// Loads the model with its base held as `base_dtype` says, and the matrix dtype that
-    /// resolved to on `device` (`None`: the backend's float type).
+    /// Loads the model with its base held as `base_dtype` says, and the storage that
+    /// resolved to on `device`.
     pub fn load_model_as<B: Backend>(
         &self,
         device: &B::Device,
         base_dtype: BaseDtype,
-    ) -> Result<(Phi3V<B>, Option<FloatDType>), Phi3VError> {
-        let matrix_dtype = base_dtype
+    ) -> Result<(Phi3V<B>, BaseStorage), Phi3VError> {
+        let storage = base_dtype
             .resolve::<B>(device)
             .map_err(Phi3VError::Config)?;
-        Ok((
-            self.load_model_with_matrices(device, matrix_dtype)?,
-            matrix_dtype,
-        ))
+        Ok((self.load_model_with(device, storage)?, storage))
+    }
+
+    /// [`ModelDir::load_model_as`] for training: the model is loaded on the autodiff
+    /// backend's inner backend, which can quantize a q4/q8 base, and lifted onto `B`. Every
+    /// loaded tensor is a constant of the graph (the base is frozen); adapters are attached
+    /// afterwards.
+    pub fn load_trainable<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        base_dtype: BaseDtype,
+    ) -> Result<(Phi3V<B>, BaseStorage), Phi3VError> {
+        let (inner, storage) = self.load_model_as::<B::InnerBackend>(device, base_dtype)?;
+        Ok((Phi3V::from_inner(inner), storage))
     }
 }
 
@@ -209,7 +224,7 @@ fn check_memory(weights: &Weights, available: u64) -> Result<(), Phi3VError> {
     let Err(source) = memory::check_fits(need, available) else {
         return Ok(());
     };
-    let bf16_need = weights.memory_need_as(Some(FloatDType::BF16));
+    let bf16_need = weights.memory_need_as(Some(FloatDType::BF16).into());
     let hint = if bf16_need.peak() < need.peak() && bf16_need.peak() <= available {
         format!(
             "; with a bf16 base (--base-dtype bf16) it needs {}, which fits",
@@ -331,7 +346,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_phi3v");
         let mut weights = Weights::open(&dir).unwrap();
         let need = weights.memory_need();
-        let bf16_need = weights.memory_need_as(Some(FloatDType::BF16));
+        let bf16_need = weights.memory_need_as(Some(FloatDType::BF16).into());
         assert!(bf16_need.peak() < need.peak());
         assert!(check_memory(&weights, need.peak()).is_ok());
         let err = check_memory(&weights, bf16_need.peak())
@@ -341,7 +356,7 @@ mod tests {
             err.contains("the model needs") && err.contains("--base-dtype bf16"),
             "{err}"
         );
-        weights.set_matrix_dtype(Some(FloatDType::BF16));
+        weights.set_storage(Some(FloatDType::BF16));
         let err = check_memory(&weights, 1).unwrap_err().to_string();
         assert!(!err.contains("--base-dtype"), "{err}");
     }

@@ -28,7 +28,9 @@ fn load(base: BaseDtype) -> Phi3V<B> {
         BaseDtype::F32 => None,
         _ => Some(FloatDType::BF16),
     };
-    assert_eq!(dtype, expected);
+    assert_eq!(dtype.matrix_dtype, expected);
+    let quantizes = matches!(base, BaseDtype::Q8 | BaseDtype::Q4);
+    assert_eq!(dtype.quantization.is_some(), quantizes);
     model
 }
 
@@ -86,4 +88,39 @@ fn bf16_resident_logits_are_the_rounded_weights_logits() {
     assert!(memory::resident_bytes(&bf16) < memory::resident_bytes(&widened));
     let diff = max_abs_diff(&logits(&bf16), &logits(&widened));
     assert!(diff <= 1e-5, "mixed product vs widened weights: {diff}");
+}
+
+/// QLoRA bases on the tiny reference model: the logits of q8 and q4 linear weights (with
+/// the embedding and head in bf16) against the f32 model's, as max and mean absolute error.
+/// The bounds are the measured errors with about 1.5x headroom; bf16 alone is measured
+/// beside them, to show how much of the error is quantization. Each quantized base is also
+/// smaller than the bf16 one.
+#[test]
+fn quantized_logits_stay_near_the_f32_logits() {
+    let exact = logits(&load(BaseDtype::F32));
+    let span = exact.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let bf16_bytes = memory::resident_bytes(&load(BaseDtype::Bf16));
+    for (base, max_bound, mean_bound) in [
+        (BaseDtype::Bf16, 1e-5, 1e-6),
+        (BaseDtype::Q8, 0.17, 0.017),
+        (BaseDtype::Q4, 2.1, 0.26),
+    ] {
+        let model = load(base);
+        let got = logits(&model);
+        let max = max_abs_diff(&got, &exact);
+        let mean = got
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / got.len() as f32;
+        println!(
+            "{base:?}: logits vs f32: max {max:.4}, mean {mean:.5} (f32 logits within ±{span:.2})"
+        );
+        assert!(max <= max_bound, "{base:?}: max logit error {max}");
+        assert!(mean <= mean_bound, "{base:?}: mean logit error {mean}");
+        if base != BaseDtype::Bf16 {
+            assert!(memory::resident_bytes(&model) < bf16_bytes);
+        }
+    }
 }

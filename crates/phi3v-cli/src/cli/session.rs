@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
-use phi3v::nn::{base_dtype, memory, BaseDtype};
+use phi3v::nn::{memory, BaseDtype};
 use phi3v::processor::Processor;
 use phi3v::{BatchTensors, ModelDir, Phi3V, Phi3VError};
 
@@ -30,11 +30,11 @@ impl<B: Backend> Session<B> {
         let dir = ModelDir::resolve(model)?;
         let config = dir.config()?;
         let processor = dir.processor(&config)?;
-        let (model, matrix_dtype) = dir.load_model_as::<B>(&device, base_dtype)?;
+        let (model, storage) = dir.load_model_as::<B>(&device, base_dtype)?;
         eprintln!(
             "weights: {} resident, matrices in {} (products accumulate in f32)",
             memory::gb(memory::resident_bytes(&model)),
-            base_dtype::dtype_name(matrix_dtype),
+            storage.name(),
         );
         Ok(Self {
             model,

@@ -13,6 +13,13 @@
 //! accumulation inside the kernel). Flex overrides it with a kernel that never widens more
 //! than a tile of the weight at a time (see `flex.rs`). Under autodiff the product is one
 //! node whose only differentiable input is the activation: the weight is a frozen base.
+//!
+//! The weight may also be block-quantized (a QLoRA base, see
+//! [`BaseDtype::Q4`](crate::BaseDtype::Q4)). Then every backend runs burn's quantized
+//! product: flex dequantizes the weight into an f32 copy for this one product, the CubeCL
+//! backends dequantize inside the matmul kernel. Under autodiff the backward does the same
+//! with the transposed product, so with activation recomputation no layer holds more than
+//! its own dequantized weight at a time.
 
 #[cfg(feature = "flex")]
 mod flex;
@@ -23,12 +30,13 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Tensor, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
 
 /// A backend that can multiply activations by a weight stored in another float dtype.
 pub trait MixedMatmul: Backend {
     /// `x w`, in `x`'s dtype, where `w` may be stored in a narrower float dtype (bf16)
-    /// than `x` (f32). When the dtypes are equal this is the plain product.
+    /// than `x` (f32). When the dtypes are equal this is the plain product. A quantized `w`
+    /// is dequantized for the product (see the module notes).
     ///
     /// # Shapes
     /// - `x`: `[m, k]`
@@ -36,6 +44,16 @@ pub trait MixedMatmul: Backend {
     /// - returns `[m, n]`
     fn mixed_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         rounded_matmul(x, w)
+    }
+
+    /// `w` as a float tensor of `dtype`: cast, or dequantized when it is quantized. Under
+    /// autodiff the result is a constant, as the frozen weight was.
+    fn widen(w: Tensor<Self, 2>, dtype: FloatDType) -> Tensor<Self, 2> {
+        if is_quantized(&w) {
+            w.dequantize().cast(dtype)
+        } else {
+            w.cast(dtype)
+        }
     }
 }
 
@@ -46,12 +64,44 @@ pub trait MixedMatmul: Backend {
 /// - `x`: `[m, k]`, `w`: `[k, n]`; returns `[m, n]`
 pub fn rounded_matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
     let (x_dtype, w_dtype) = (x.dtype(), w.dtype());
-    if x_dtype == w_dtype {
+    // burn's float-by-quantized product dequantizes `w` to `x`'s dtype.
+    if x_dtype == w_dtype || is_quantized(&w) {
         return x.matmul(w);
     }
     x.cast(FloatDType::from(w_dtype))
         .matmul(w)
         .cast(FloatDType::from(x_dtype))
+}
+
+/// Whether `t` holds block- or tensor-quantized values (a QLoRA base's weight).
+pub fn is_quantized<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    matches!(t.dtype(), DType::QFloat(_))
+}
+
+/// `dy w^T`, the gradient of `x w` with respect to `x`, for a frozen `w`.
+///
+/// A quantized `w` is dequantized for the product rather than transposed: burn transposes a
+/// block-quantized tensor by dequantizing and requantizing it along the new layout, which
+/// would round the weight a second time.
+///
+/// # Shapes
+/// - `dy`: `[m, n]`, `w`: `[k, n]`; returns `[m, k]`
+fn input_gradient<B: MixedMatmul>(dy: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    if is_quantized(&w) {
+        let widened = w.dequantize().cast(FloatDType::from(dy.dtype()));
+        dy.matmul(widened.transpose())
+    } else {
+        B::mixed_matmul(dy, w.transpose())
+    }
+}
+
+/// The inner backend's view of a frozen weight: its float tensor, or its quantized tensor as
+/// it is (burn's autodiff keeps quantized tensors as constants of the inner backend).
+fn frozen_inner<B: Backend, C: CheckpointStrategy>(w: Tensor<Autodiff<B, C>, 2>) -> Tensor<B, 2> {
+    Tensor::from_primitive(match w.into_primitive() {
+        TensorPrimitive::Float(t) => TensorPrimitive::Float(t.primitive),
+        TensorPrimitive::QFloat(q) => TensorPrimitive::QFloat(q),
+    })
 }
 
 /// Opts backends without a mixed kernel in to the provided method (unused when only flex
@@ -77,9 +127,7 @@ rounding_mixed_matmul!(burn::backend::Cuda);
 impl<B: MixedMatmul, C: CheckpointStrategy> MixedMatmul for Autodiff<B, C> {
     fn mixed_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         let x = x.into_primitive().tensor();
-        let w = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(
-            w.into_primitive().tensor().primitive,
-        ));
+        let w = frozen_inner(w);
         let x_inner = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(x.primitive.clone()));
         let out = match MixedMatmulBackward
             .prepare::<C>([x.node.clone()])
@@ -96,6 +144,12 @@ impl<B: MixedMatmul, C: CheckpointStrategy> MixedMatmul for Autodiff<B, C> {
         };
         Tensor::from_primitive(TensorPrimitive::Float(out))
     }
+
+    /// The inner backend's widening, as a constant of the graph (burn's autodiff cannot
+    /// dequantize).
+    fn widen(w: Tensor<Self, 2>, dtype: FloatDType) -> Tensor<Self, 2> {
+        Tensor::from_inner(B::widen(frozen_inner(w), dtype))
+    }
 }
 
 /// The autodiff node of one mixed product; its state is the (frozen) weight.
@@ -110,7 +164,7 @@ impl<B: MixedMatmul> Backward<B, 1> for MixedMatmulBackward {
             Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
         let [parent] = ops.parents;
         if let Some(node) = parent {
-            let dx = B::mixed_matmul(grad, ops.state.transpose());
+            let dx = input_gradient(grad, ops.state);
             grads.register::<B>(node.id, dx.into_primitive().tensor());
         }
     }
@@ -198,5 +252,77 @@ mod tests {
             &widened(dy, w_inner.transpose()).into_data(),
             Tolerance::absolute(1e-4),
         );
+    }
+
+    /// A q8 or q4 block-quantized weight as a QLoRA base holds it: `[k, n]`, blocks along
+    /// `n`.
+    fn quantized(k: usize, n: usize, base: crate::BaseDtype) -> Tensor<B, 2> {
+        let scheme = base
+            .resolve::<B>(&Default::default())
+            .unwrap()
+            .quantization
+            .expect("a quantized base dtype");
+        Tensor::<B, 2>::random([n, k], Distribution::Normal(0.0, 1.0), &Default::default())
+            .transpose()
+            .quantize_dynamic(&scheme)
+    }
+
+    /// The product with a quantized weight is the product with its dequantized values,
+    /// directly and under autodiff.
+    #[test]
+    fn quantized_product_equals_the_dequantized_product() {
+        let device = Default::default();
+        for base in [crate::BaseDtype::Q8, crate::BaseDtype::Q4] {
+            for (m, k, n) in [(1, 40, 64), (7, 24, 96), (33, 70, 32)] {
+                let x = Tensor::<B, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+                let w = quantized(k, n, base);
+                assert!(is_quantized(&w));
+                let want = x.clone().matmul(w.clone().dequantize()).into_data();
+                B::mixed_matmul(x.clone(), w.clone())
+                    .into_data()
+                    .assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-6));
+                let tracked =
+                    A::mixed_matmul(Tensor::from_inner(x).require_grad(), Tensor::from_inner(w));
+                tracked
+                    .inner()
+                    .into_data()
+                    .assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-6));
+            }
+        }
+    }
+
+    /// Over a quantized weight the gradient reaches the activation as `dy w^T` of the
+    /// dequantized values, and the weight stays a constant of the graph.
+    #[test]
+    fn quantized_weight_passes_the_gradient_and_takes_none() {
+        let device = Default::default();
+        let w_inner = quantized(24, 64, crate::BaseDtype::Q4);
+        let x0 = Tensor::<B, 2>::random([5, 24], Distribution::Normal(0.0, 1.0), &device);
+        let dy = Tensor::<B, 2>::random([5, 64], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<A, 2>::from_inner(x0).require_grad();
+        let w = Tensor::<A, 2>::from_inner(w_inner.clone());
+        assert!(!w.is_require_grad(), "a quantized weight is a constant");
+        let y = A::mixed_matmul(x.clone(), w);
+        let grads = (y * Tensor::from_inner(dy.clone())).sum().backward();
+        let dx = x.grad(&grads).expect("the activation has a gradient");
+        dx.into_data().assert_approx_eq::<f32>(
+            &dy.matmul(w_inner.dequantize().transpose()).into_data(),
+            Tolerance::absolute(1e-5),
+        );
+    }
+
+    /// Widening dequantizes a quantized weight (and casts a float one), on autodiff as a
+    /// constant.
+    #[test]
+    fn widening_dequantizes() {
+        let w = quantized(32, 64, crate::BaseDtype::Q8);
+        let want = w.clone().dequantize().into_data();
+        let widened = A::widen(Tensor::from_inner(w), FloatDType::F32);
+        assert!(!widened.is_require_grad());
+        assert_eq!(widened.dtype(), burn::tensor::DType::F32);
+        widened
+            .inner()
+            .into_data()
+            .assert_approx_eq::<f32>(&want, Tolerance::absolute(0.0));
     }
 }
