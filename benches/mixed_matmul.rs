@@ -11,6 +11,11 @@
 //! Rows 1 (decoding one token), 8 and 512 (a prefill chunk). Only on flex: it is the
 //! backend with a mixed kernel of its own.
 //!
+//! The same product over a q4 weight (a QLoRA base, `--base-dtype q4`), two ways:
+//! `quantized/burn` is burn-flex's quantized matmul (the whole weight dequantized into an
+//! f32 copy, then the product), `quantized/mixed` is `MixedMatmul::mixed_matmul` (tiles
+//! dequantized into gemm, `phi3v_nn::mixed` on flex).
+//!
 //! Beside them, the bound a one-row product is held against, over the same 100.7 MB:
 //! `bandwidth/read` sums the bytes as u16 on all cores (what the product must at least
 //! do), `bandwidth/copy` copies them on all cores. Criterion reports each as bytes of the
@@ -61,6 +66,31 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(id("mixed"), |b| {
             b.iter(|| Flex::mixed_matmul(x.clone(), weight.clone()).into_data())
+        });
+    }
+    group.finish();
+
+    let scheme = phi3v_nn::BaseDtype::Q4
+        .resolve::<Flex>(&device)
+        .expect("flex quantizes")
+        .quantization
+        .expect("q4 is quantized");
+    // Laid out `[in, out]` before quantizing, as the loader does.
+    let quantized = Tensor::<Flex, 2>::random([N, K], Distribution::Normal(0.0, 0.02), &device)
+        .transpose()
+        .quantize_dynamic(&scheme);
+    let mut group = c.benchmark_group("quantized");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    for rows in [1usize, 512] {
+        let x = Tensor::<Flex, 2>::random([rows, K], Distribution::Normal(0.0, 1.0), &device);
+        group.bench_function(BenchmarkId::new("burn", rows), |b| {
+            b.iter(|| x.clone().matmul(quantized.clone()).into_data())
+        });
+        group.bench_function(BenchmarkId::new("mixed", rows), |b| {
+            b.iter(|| Flex::mixed_matmul(x.clone(), quantized.clone()).into_data())
         });
     }
     group.finish();

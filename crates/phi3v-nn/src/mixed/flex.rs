@@ -12,6 +12,9 @@
 //!   widening is `k x n` work against the product's `m x k x n`.
 //!
 //! Tiles, and groups of columns in the dot-product regime, are spread over rayon's pool.
+//!
+//! A block-quantized weight (a QLoRA base) has both regimes too, with its values
+//! dequantized instead of widened (see `blocks.rs`).
 
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
@@ -23,7 +26,7 @@ use super::MixedMatmul;
 
 /// Up to this many activation rows, the product is computed as dot products over the
 /// weight's columns (reading the weight once for all rows); above it, tile by tile.
-const DOT_ROWS: usize = 8;
+pub(super) const DOT_ROWS: usize = 8;
 /// Weight columns per task in the dot-product regime.
 const DOT_COLUMNS: usize = 32;
 /// Weight columns widened per tile in the tiled regime: `128 x k` f32 values (1.5 MB at
@@ -32,20 +35,16 @@ const TILE_COLUMNS: usize = 128;
 
 impl MixedMatmul for Flex {
     fn mixed_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        if x.dtype() == DType::F32 && super::is_quantized(&w) {
+            return super::blocks::product(x, w, false);
+        }
         if x.dtype() != DType::F32 || w.dtype() != DType::BF16 {
             return super::rounded_matmul(x, w);
         }
         let [m, k] = x.dims();
         let [_, n] = w.dims();
-        let x = primitive(x);
+        let x = contiguous(primitive(x));
         let w = primitive(w);
-        // The activations are small beside the weight; a contiguous copy (when they are
-        // not already) costs nothing next to the product.
-        let x = if x.is_contiguous() && x.layout().start_offset() == 0 {
-            x
-        } else {
-            x.to_contiguous()
-        };
         let x_values = &x.storage::<f32>()[..m * k];
         let weight = match BfView::new(&w, k, n) {
             Some(view) => view,
@@ -57,13 +56,30 @@ impl MixedMatmul for Flex {
         };
         tensor(product(x_values, &weight, m), m, n)
     }
+
+    fn mixed_matmul_transposed(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        if x.dtype() == DType::F32 && super::is_quantized(&w) {
+            return super::blocks::product(x, w, true);
+        }
+        Self::mixed_matmul(x, w.transpose())
+    }
 }
 
-fn primitive(t: Tensor<Flex, 2>) -> FlexTensor {
+/// `t`, or its contiguous copy when it is a strided view. The activations are small beside
+/// the weight, so the copy costs nothing next to the product.
+pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() && t.layout().start_offset() == 0 {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+pub(super) fn primitive(t: Tensor<Flex, 2>) -> FlexTensor {
     t.into_primitive().tensor()
 }
 
-fn tensor(values: Vec<f32>, m: usize, n: usize) -> Tensor<Flex, 2> {
+pub(super) fn tensor(values: Vec<f32>, m: usize, n: usize) -> Tensor<Flex, 2> {
     let data = burn::tensor::TensorData::new(values, [m, n]);
     Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(data)))
 }
@@ -76,6 +92,16 @@ fn product(x: &[f32], w: &BfView<'_>, m: usize) -> Vec<f32> {
     } else {
         tiled_product(x, w, m, simd)
     }
+}
+
+/// A `[k, n]` weight that the tiled regime widens to f32 one tile of columns at a time.
+pub(super) trait ColumnTiles: Sync {
+    /// `(k, n)`.
+    fn dims(&self) -> (usize, usize);
+
+    /// Widens columns `c0..c0 + cols` into `buf` (at least `k x cols` values). Returns gemm's
+    /// `(rhs_cs, rhs_rs)` strides of the buffer.
+    fn widen_columns(&self, c0: usize, cols: usize, buf: &mut [f32], simd: Simd) -> (isize, isize);
 }
 
 /// A `[k, n]` bf16 matrix inside a flex tensor's storage:
@@ -114,10 +140,14 @@ impl<'a> BfView<'a> {
         let start = self.offset + c * self.col_stride;
         &self.data[start..start + self.k]
     }
+}
 
-    /// Widens columns `c0..c0 + cols` into `buf`, keeping the memory order of the
-    /// source so that the reads are sequential. Returns gemm's `(rhs_cs, rhs_rs)` strides of
-    /// the buffer.
+impl ColumnTiles for BfView<'_> {
+    fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// Keeps the memory order of the source, so that the reads are sequential.
     fn widen_columns(&self, c0: usize, cols: usize, buf: &mut [f32], simd: Simd) -> (isize, isize) {
         let k = self.k;
         if self.row_stride == 1 {
@@ -176,8 +206,8 @@ fn dot_product(x: &[f32], w: &BfView<'_>, m: usize, simd: Simd) -> Vec<f32> {
 }
 
 /// The many-rows regime: gemm on each tile of widened weight columns.
-fn tiled_product(x: &[f32], w: &BfView<'_>, m: usize, simd: Simd) -> Vec<f32> {
-    let (k, n) = (w.k, w.n);
+pub(super) fn tiled_product<W: ColumnTiles>(x: &[f32], w: &W, m: usize, simd: Simd) -> Vec<f32> {
+    let (k, n) = w.dims();
     let mut out = vec![0f32; m * n];
     let out_ptr = SharedOut(out.as_mut_ptr());
     let tiles = n.div_ceil(TILE_COLUMNS);
@@ -240,14 +270,14 @@ fn widen(v: bf16) -> f32 {
 
 /// The instruction set the loops are compiled for, chosen once per product.
 #[derive(Clone, Copy)]
-enum Simd {
+pub(super) enum Simd {
     Baseline,
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
 }
 
 impl Simd {
-    fn detect() -> Self {
+    pub(super) fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             return Simd::Avx2Fma;

@@ -22,6 +22,8 @@
 //! its own dequantized weight at a time.
 
 #[cfg(feature = "flex")]
+mod blocks;
+#[cfg(feature = "flex")]
 mod flex;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -44,6 +46,22 @@ pub trait MixedMatmul: Backend {
     /// - returns `[m, n]`
     fn mixed_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         rounded_matmul(x, w)
+    }
+
+    /// `x w^T`, the product the gradient of [`MixedMatmul::mixed_matmul`] takes. A quantized
+    /// `w` is dequantized rather than transposed: burn transposes a block-quantized tensor
+    /// by dequantizing and requantizing it along the new layout, which would round the
+    /// weight a second time.
+    ///
+    /// # Shapes
+    /// - `x`: `[m, n]`, `w`: `[k, n]`; returns `[m, k]`
+    fn mixed_matmul_transposed(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        if is_quantized(&w) {
+            let dtype = FloatDType::from(x.dtype());
+            x.matmul(Self::widen(w, dtype).transpose())
+        } else {
+            Self::mixed_matmul(x, w.transpose())
+        }
     }
 
     /// `w` as a float tensor of `dtype`: cast, or dequantized when it is quantized. Under
@@ -76,23 +94,6 @@ pub fn rounded_matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B,
 /// Whether `t` holds block- or tensor-quantized values (a QLoRA base's weight).
 pub fn is_quantized<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
     matches!(t.dtype(), DType::QFloat(_))
-}
-
-/// `dy w^T`, the gradient of `x w` with respect to `x`, for a frozen `w`.
-///
-/// A quantized `w` is dequantized for the product rather than transposed: burn transposes a
-/// block-quantized tensor by dequantizing and requantizing it along the new layout, which
-/// would round the weight a second time.
-///
-/// # Shapes
-/// - `dy`: `[m, n]`, `w`: `[k, n]`; returns `[m, k]`
-fn input_gradient<B: MixedMatmul>(dy: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
-    if is_quantized(&w) {
-        let widened = w.dequantize().cast(FloatDType::from(dy.dtype()));
-        dy.matmul(widened.transpose())
-    } else {
-        B::mixed_matmul(dy, w.transpose())
-    }
 }
 
 /// The inner backend's view of a frozen weight: its float tensor, or its quantized tensor as
@@ -164,7 +165,7 @@ impl<B: MixedMatmul> Backward<B, 1> for MixedMatmulBackward {
             Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
         let [parent] = ops.parents;
         if let Some(node) = parent {
-            let dx = input_gradient(grad, ops.state);
+            let dx = B::mixed_matmul_transposed(grad, ops.state);
             grads.register::<B>(node.id, dx.into_primitive().tensor());
         }
     }
@@ -268,27 +269,59 @@ mod tests {
     }
 
     /// The product with a quantized weight is the product with its dequantized values,
-    /// directly and under autodiff.
+    /// directly and under autodiff, and so is the transposed product: one row and a few
+    /// (flex's row sweep, over one and several 256-column groups) and many,
+    /// one tile of columns and several with a partial last one (flex's tiles are 128 wide),
+    /// and a width that is no multiple of a block (burn's own product).
     #[test]
     fn quantized_product_equals_the_dequantized_product() {
         let device = Default::default();
         for base in [crate::BaseDtype::Q8, crate::BaseDtype::Q4] {
-            for (m, k, n) in [(1, 40, 64), (7, 24, 96), (33, 70, 32)] {
+            for (m, k, n) in [
+                (1, 40, 64),
+                (7, 24, 96),
+                (33, 70, 32),
+                (9, 50, 320),
+                (3, 16, 48),
+            ] {
+                let dy = Tensor::<B, 2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
+                let w = quantized(k, n, base);
+                let want = dy
+                    .clone()
+                    .matmul(w.clone().dequantize().transpose())
+                    .into_data();
+                assert_within_1e6_of_largest(B::mixed_matmul_transposed(dy, w), &want, (m, n, k));
                 let x = Tensor::<B, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
                 let w = quantized(k, n, base);
                 assert!(is_quantized(&w));
                 let want = x.clone().matmul(w.clone().dequantize()).into_data();
-                B::mixed_matmul(x.clone(), w.clone())
-                    .into_data()
-                    .assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-6));
+                let got = B::mixed_matmul(x.clone(), w.clone());
+                assert_within_1e6_of_largest(got, &want, (m, k, n));
                 let tracked =
                     A::mixed_matmul(Tensor::from_inner(x).require_grad(), Tensor::from_inner(w));
-                tracked
-                    .inner()
-                    .into_data()
-                    .assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-6));
+                assert_within_1e6_of_largest(tracked.inner(), &want, (m, k, n));
             }
         }
+    }
+
+    /// Every entry of `got` within 1e-6 of `want`, relative to the largest output: the
+    /// products sum in different orders, which shows on outputs that cancel to near zero.
+    fn assert_within_1e6_of_largest(
+        got: Tensor<B, 2>,
+        want: &burn::tensor::TensorData,
+        shape: (usize, usize, usize),
+    ) {
+        let got = got.into_data().to_vec::<f32>().unwrap();
+        let want = want.to_vec::<f32>().unwrap();
+        let largest = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-6 * largest,
+            "{shape:?}: {diff} off, outputs up to {largest}"
+        );
     }
 
     /// Over a quantized weight the gradient reaches the activation as `dy w^T` of the
