@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::FloatDType;
 use phi3v_nn::weights::{INDEX_FILE, SINGLE_FILE};
 use phi3v_nn::{memory, BaseDtype, BaseStorage, Weights, WeightsView};
 use phi3v_processor::config::PREPROCESSOR_CONFIG_FILE;
@@ -184,7 +183,12 @@ impl ModelDir {
         weights.set_storage(storage);
         if memory::lives_in_host_memory::<B>(device) {
             if let Some(available) = memory::host_available() {
-                check_memory(&weights, available)?;
+                // The smaller bases the refusal may suggest, as this backend holds them.
+                let smaller: Vec<(BaseDtype, BaseStorage)> = [BaseDtype::Bf16, BaseDtype::Q4]
+                    .into_iter()
+                    .filter_map(|d| Some((d, d.resolve::<B>(device).ok()?)))
+                    .collect();
+                check_memory(&weights, available, &smaller)?;
             }
         }
         load_model(&weights, &config, device)
@@ -217,22 +221,29 @@ impl ModelDir {
     }
 }
 
-/// Refuses weights whose load needs more than `available` bytes, saying whether a bf16
-/// base would fit.
-fn check_memory(weights: &Weights, available: u64) -> Result<(), Phi3VError> {
+/// Refuses weights whose load needs more than `available` bytes, naming the first of the
+/// `smaller` bases (a bf16 one, then a q4 one) that would fit.
+fn check_memory(
+    weights: &Weights,
+    available: u64,
+    smaller: &[(BaseDtype, BaseStorage)],
+) -> Result<(), Phi3VError> {
     let need = weights.memory_need();
     let Err(source) = memory::check_fits(need, available) else {
         return Ok(());
     };
-    let bf16_need = weights.memory_need_as(Some(FloatDType::BF16).into());
-    let hint = if bf16_need.peak() < need.peak() && bf16_need.peak() <= available {
-        format!(
-            "; with a bf16 base (--base-dtype bf16) it needs {}, which fits",
-            memory::gb(bf16_need.peak())
-        )
-    } else {
-        String::new()
-    };
+    let hint = smaller
+        .iter()
+        .map(|(dtype, storage)| (dtype, weights.memory_need_as(*storage).peak()))
+        .find(|&(_, peak)| peak < need.peak() && peak <= available)
+        .map(|(dtype, peak)| {
+            let name = format!("{dtype:?}").to_lowercase();
+            format!(
+                "; with a {name} base (--base-dtype {name}) it needs {}, which fits",
+                memory::gb(peak)
+            )
+        })
+        .unwrap_or_default();
     Err(Phi3VError::OutOfMemory { source, hint })
 }
 
@@ -338,26 +349,39 @@ fn complete_snapshot(get: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::FloatDType;
 
-    /// A budget below the model's need is refused with the sizes, and with the bf16 base
-    /// as the way out when that would fit; a budget above it passes.
+    /// A budget below the model's need is refused with the sizes, and with the smallest
+    /// way out that fits: a bf16 base, else a q4 one; a budget above it passes.
     #[test]
     fn a_model_past_the_memory_budget_is_refused_before_loading() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_phi3v");
         let mut weights = Weights::open(&dir).unwrap();
+        let device = Default::default();
+        let smaller: Vec<(BaseDtype, BaseStorage)> = [BaseDtype::Bf16, BaseDtype::Q4]
+            .into_iter()
+            .map(|d| (d, d.resolve::<burn::backend::Flex>(&device).unwrap()))
+            .collect();
         let need = weights.memory_need();
-        let bf16_need = weights.memory_need_as(Some(FloatDType::BF16).into());
-        assert!(bf16_need.peak() < need.peak());
-        assert!(check_memory(&weights, need.peak()).is_ok());
-        let err = check_memory(&weights, bf16_need.peak())
-            .unwrap_err()
-            .to_string();
+        let bf16_need = weights.memory_need_as(smaller[0].1);
+        let q4_need = weights.memory_need_as(smaller[1].1);
+        assert!(q4_need.resident < bf16_need.resident && bf16_need.peak() < need.peak());
+        assert!(check_memory(&weights, need.peak(), &smaller).is_ok());
+        let refusal = |weights: &Weights, budget: u64| {
+            check_memory(weights, budget, &smaller)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refusal(&weights, bf16_need.peak());
         assert!(
             err.contains("the model needs") && err.contains("--base-dtype bf16"),
             "{err}"
         );
+        assert!(q4_need.peak() < bf16_need.peak());
+        let err = refusal(&weights, q4_need.peak());
+        assert!(err.contains("--base-dtype q4"), "{err}");
         weights.set_storage(Some(FloatDType::BF16));
-        let err = check_memory(&weights, 1).unwrap_err().to_string();
+        let err = refusal(&weights, 1);
         assert!(!err.contains("--base-dtype"), "{err}");
     }
 
