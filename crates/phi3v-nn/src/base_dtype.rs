@@ -95,23 +95,32 @@ impl std::str::FromStr for BaseDtype {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Self, String> {
-        match name {
-            "f32" => Ok(Self::F32),
-            "bf16" => Ok(Self::Bf16),
-            "auto" => Ok(Self::Auto),
-            "q8" => Ok(Self::Q8),
-            "q4" => Ok(Self::Q4),
-            other => Err(format!(
-                "unknown base dtype `{other}` (expected one of {:?})",
-                Self::NAMES
-            )),
-        }
+        [Self::F32, Self::Bf16, Self::Auto, Self::Q8, Self::Q4]
+            .into_iter()
+            .find(|d| d.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown base dtype `{name}` (expected one of {:?})",
+                    Self::NAMES
+                )
+            })
     }
 }
 
 impl BaseDtype {
     /// Every dtype, by the name [`FromStr`](std::str::FromStr) reads.
     pub const NAMES: [&'static str; 5] = ["f32", "bf16", "auto", "q8", "q4"];
+
+    /// The name the command line gives it (`--base-dtype q4`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::Auto => "auto",
+            Self::Q8 => "q8",
+            Self::Q4 => "q4",
+        }
+    }
 
     /// How to load the base on `device`: the matrix dtype (`None`: the backend's float type)
     /// and, for `q8` and `q4`, the quantization scheme of the linear weights.

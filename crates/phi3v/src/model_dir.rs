@@ -237,7 +237,7 @@ fn check_memory(
         .map(|(dtype, storage)| (dtype, weights.memory_need_as(*storage).peak()))
         .find(|&(_, peak)| peak < need.peak() && peak <= available)
         .map(|(dtype, peak)| {
-            let name = format!("{dtype:?}").to_lowercase();
+            let name = dtype.name();
             format!(
                 "; with a {name} base (--base-dtype {name}) it needs {}, which fits",
                 memory::gb(peak)

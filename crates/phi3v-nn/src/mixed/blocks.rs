@@ -37,12 +37,11 @@ pub(super) fn product(x: Tensor<Flex, 2>, w: Tensor<Flex, 2>, transposed: bool) 
     };
     let Some(view) = BlockView::new(&q, transposed) else {
         let w = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::QFloat(q));
-        let w = if transposed {
-            super::MixedMatmul::widen(w, burn::tensor::FloatDType::F32).transpose()
+        return if transposed {
+            super::widened_transposed_matmul(x, w)
         } else {
-            w
+            super::rounded_matmul(x, w)
         };
-        return super::rounded_matmul(x, w);
     };
     let m = x.dims()[0];
     let (k, n) = view.dims();

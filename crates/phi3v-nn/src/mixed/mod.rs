@@ -57,8 +57,7 @@ pub trait MixedMatmul: Backend {
     /// - `x`: `[m, n]`, `w`: `[k, n]`; returns `[m, k]`
     fn mixed_matmul_transposed(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         if is_quantized(&w) {
-            let dtype = FloatDType::from(x.dtype());
-            x.matmul(Self::widen(w, dtype).transpose())
+            widened_transposed_matmul(x, w)
         } else {
             Self::mixed_matmul(x, w.transpose())
         }
@@ -89,6 +88,16 @@ pub fn rounded_matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B,
     x.cast(FloatDType::from(w_dtype))
         .matmul(w)
         .cast(FloatDType::from(x_dtype))
+}
+
+/// `x w^T` through `w` widened to `x`'s dtype: the transposed product of a quantized weight
+/// where no kernel reads its blocks in place.
+///
+/// # Shapes
+/// - `x`: `[m, n]`, `w`: `[k, n]`; returns `[m, k]`
+fn widened_transposed_matmul<B: MixedMatmul>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    let dtype = FloatDType::from(x.dtype());
+    x.matmul(B::widen(w, dtype).transpose())
 }
 
 /// Whether `t` holds block- or tensor-quantized values (a QLoRA base's weight).
