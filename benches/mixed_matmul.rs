@@ -14,7 +14,9 @@
 //! The same product over a q4 weight (a QLoRA base, `--base-dtype q4`), two ways:
 //! `quantized/burn` is burn-flex's quantized matmul (the whole weight dequantized into an
 //! f32 copy, then the product), `quantized/mixed` is `MixedMatmul::mixed_matmul` (tiles
-//! dequantized into gemm, `phi3v_nn::mixed` on flex).
+//! dequantized into gemm, `phi3v_nn::mixed` on flex) on burn-flex's unpacked values, one
+//! byte each, and `quantized/packed` the same on the values packed two to a byte, as a
+//! loaded q4 base holds them.
 //!
 //! Beside them, the bound a one-row product is held against, over the same 100.7 MB:
 //! `bandwidth/read` sums the bytes as u16 on all cores (what the product must at least
@@ -79,6 +81,8 @@ fn bench(c: &mut Criterion) {
     let quantized = Tensor::<Flex, 2>::random([N, K], Distribution::Normal(0.0, 0.02), &device)
         .transpose()
         .quantize_dynamic(&scheme);
+    // The same values packed two to a byte, as a loaded q4 base holds them.
+    let packed = Flex::pack_frozen(quantized.clone());
     let mut group = c.benchmark_group("quantized");
     group
         .sample_size(10)
@@ -91,6 +95,9 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("mixed", rows), |b| {
             b.iter(|| Flex::mixed_matmul(x.clone(), quantized.clone()).into_data())
+        });
+        group.bench_function(BenchmarkId::new("packed", rows), |b| {
+            b.iter(|| Flex::mixed_matmul(x.clone(), packed.clone()).into_data())
         });
     }
     group.finish();

@@ -39,6 +39,7 @@ use burn::backend::Autodiff;
 use burn::tensor::{FloatDType, Int, Tensor};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use phi3v::decoder::LossTargets;
 use phi3v::processor::batch::{collate_training, SampleRef};
 use phi3v::processor::image_processor::ProcessedImage;
 use phi3v::{BatchTensors, ImageInput, ModelDir, Phi3V};
@@ -112,10 +113,11 @@ fn model(
     model
 }
 
-/// One batch: `input_ids`, `labels` (`[batch, 67]`) and `batch` images of 5 tiles each.
+/// One batch: `input_ids` (`[batch, 67]`), where its loss is taken, and `batch` images of
+/// 5 tiles each.
 struct Batch {
     ids: Tensor<B, 2, Int>,
-    labels: Tensor<B, 2, Int>,
+    targets: LossTargets<B>,
     images: ImageInput<B>,
     tokens: usize,
 }
@@ -164,7 +166,7 @@ fn batch(batch: usize, device: &Device) -> Batch {
     let tensors = BatchTensors::new(&collated, device).expect("upload the batch");
     Batch {
         ids: tensors.input_ids,
-        labels: tensors.labels.expect("training labels"),
+        targets: tensors.loss_targets.expect("training labels"),
         images: tensors.images.expect("the fixture's image"),
         tokens: tensors.tokens,
     }
@@ -187,7 +189,7 @@ fn step(
         optimizer,
         b.ids.clone(),
         Some(&b.images),
-        b.labels.clone(),
+        &b.targets,
         backprop,
         LR,
         MAX_GRAD_NORM,

@@ -22,7 +22,7 @@ use std::time::Instant;
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use phi3_decoder::{ForwardOptions, Phi3Config, Phi3Model};
+use phi3_decoder::{ForwardOptions, LossTargets, Phi3Config, Phi3Model};
 use phi3v_nn::attention::{DEFAULT_BLOCK_K, DEFAULT_BLOCK_Q};
 use phi3v_nn::{attention, AttentionBackend, AttentionKernel, AttentionMask};
 use phi3v_suite::backend::{Selected, SelectedAutodiff, NAME};
@@ -169,7 +169,7 @@ fn decoder_mode(args: &Args) -> f32 {
             &device,
         );
         let logits = model.forward(ids.clone(), ForwardOptions::default());
-        let loss = Phi3Model::loss(logits, ids);
+        let loss = Phi3Model::loss(logits, &LossTargets::read_back(&ids));
         let value = loss.clone().into_scalar();
         let grads = loss.backward();
         let g = model.embed_tokens.grad(&grads).expect("embedding gradient");

@@ -163,7 +163,7 @@ fn main() {
             &mut optimizer,
             input.input_ids.clone(),
             input.images.as_ref(),
-            input.labels.clone().expect("training labels"),
+            input.loss_targets.as_ref().expect("training labels"),
             backprop,
             LR,
             MAX_GRAD_NORM,

@@ -3,7 +3,7 @@
 //! time the same arithmetic.
 
 use burn::tensor::{ElementConversion, Int, Tensor};
-use phi3_decoder::Phi3Model;
+use phi3_decoder::{LossTargets, Phi3Model};
 use phi3v::{ImageInput, Phi3V};
 use phi3v_train::optim::AdamW;
 use phi3v_train::recompute::{recomputed_backward, MicroBatch};
@@ -31,15 +31,15 @@ pub enum Backprop {
 /// read back, which also waits for the device on GPU backends).
 ///
 /// # Shapes
-/// - `ids`, `labels`: `[batch, seq]`, image placeholders negative, labels -100 where no loss
-///   is taken
+/// - `ids`: `[batch, seq]`, image placeholders negative, and `targets` built from
+///   `[batch, seq]` labels
 #[allow(clippy::too_many_arguments)]
 pub fn lora_update(
     model: &mut Phi3V<B>,
     optimizer: &mut AdamW<Selected>,
     ids: Tensor<B, 2, Int>,
     images: Option<&ImageInput<B>>,
-    labels: Tensor<B, 2, Int>,
+    targets: &LossTargets<B>,
     backprop: Backprop,
     lr: f64,
     max_grad_norm: f64,
@@ -51,7 +51,7 @@ pub fn lora_update(
                 input_ids: ids,
                 images,
                 attention_mask: None,
-                labels,
+                targets,
             };
             recomputed_backward(model, &[], &mut grads, micro, 1.0).expect("recomputed step")
         }
@@ -60,9 +60,9 @@ pub fn lora_update(
                 let logits = model
                     .forward(ids, images, Default::default())
                     .expect("forward");
-                Phi3Model::<B>::loss(logits, labels)
+                Phi3Model::<B>::loss(logits, targets)
             } else {
-                model.loss(ids, images, None, labels).expect("loss")
+                model.loss(ids, images, None, targets).expect("loss")
             };
             let value: f64 = loss.clone().into_scalar().elem();
             grads.add(model, &[], loss);

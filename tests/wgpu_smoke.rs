@@ -1,4 +1,5 @@
-//! The decoder on the wgpu backend against the same forward on flex (CPU).
+//! The decoder on the wgpu backend against the same forward on flex (CPU), and the
+//! products over a quantized (QLoRA) base on wgpu, which are burn's CubeCL kernels.
 //!
 //! Run with `cargo test --features wgpu --test wgpu_smoke`. On a machine without a GPU,
 //! Mesa's lavapipe (`apt-get install mesa-vulkan-drivers libvulkan1`) provides Vulkan on
@@ -7,10 +8,11 @@
 
 use std::path::PathBuf;
 
-use burn::backend::{Flex, Wgpu};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::backend::{Autodiff, Flex, Wgpu};
+use burn::tensor::{Distribution, FloatDType, Int, Tensor, TensorData};
 use phi3_decoder::{ForwardOptions, Phi3Model};
-use phi3v_nn::AttentionBackend;
+use phi3v_nn::mixed::is_quantized;
+use phi3v_nn::{AttentionBackend, BaseDtype, MixedMatmul};
 
 fn forward<B: AttentionBackend>(ids: &[i64], mask: &[i64]) -> Vec<f32> {
     let device = Default::default();
@@ -52,4 +54,79 @@ fn wgpu_forward_matches_flex() {
         .fold(0.0f32, f32::max);
     eprintln!("wgpu vs flex: max abs logit difference {worst:e}");
     assert!(worst <= 1e-3, "wgpu differs from flex by {worst:e}");
+}
+
+/// The largest absolute difference between two tensors, and the largest magnitude of `want`.
+fn max_diff<B: burn::tensor::backend::Backend>(
+    got: Tensor<B, 2>,
+    want: Tensor<B, 2>,
+) -> (f32, f32) {
+    let got = got.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let want = want.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    (diff, want.iter().fold(0.0f32, |m, v| m.max(v.abs())))
+}
+
+/// A q8 and a q4 base on wgpu, held as the loader holds it (`[in, out]`, blocks of 32
+/// along the outputs, q4 packed eight per `u32`): the product, its transposed product (the
+/// backward's) and widening all give the dequantized weight's results, directly and under
+/// autodiff, where the weight takes no gradient.
+#[test]
+fn wgpu_quantized_products_match_the_dequantized_weight() {
+    type A = Autodiff<Wgpu>;
+    let device = Default::default();
+    let (m, k, n) = (5, 64, 96);
+    for base in [BaseDtype::Q8, BaseDtype::Q4] {
+        let scheme = base.resolve::<Wgpu>(&device).unwrap().quantization.unwrap();
+        let float =
+            Tensor::<Wgpu, 2>::random([n, k], Distribution::Normal(0.0, 1.0), &device).transpose();
+        let w = Wgpu::pack_frozen(float.clone().quantize_dynamic(&scheme));
+        assert!(is_quantized(&w));
+        let dequantized = Wgpu::widen(w.clone(), FloatDType::F32);
+        // Rounding moves a value by at most half a step: the block's largest magnitude over
+        // 127 (q8) or 7 (q4) steps each way.
+        let steps = if base == BaseDtype::Q8 { 127.0 } else { 7.0 };
+        let (rounding, largest) = max_diff(dequantized.clone(), float);
+        assert!(
+            rounding <= largest / steps,
+            "{base:?} rounding: {rounding:e}"
+        );
+        let x = Tensor::<Wgpu, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+        let dy = Tensor::<Wgpu, 2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
+
+        let (diff, largest) = max_diff(
+            Wgpu::mixed_matmul(x.clone(), w.clone()),
+            x.clone().matmul(dequantized.clone()),
+        );
+        eprintln!("{base:?} product on wgpu: {diff:e} off, outputs up to {largest}");
+        assert!(diff <= 1e-4 * largest, "{base:?} product: {diff:e}");
+        let (diff, largest) = max_diff(
+            Wgpu::mixed_matmul_transposed(dy.clone(), w.clone()),
+            dy.clone().matmul(dequantized.clone().transpose()),
+        );
+        assert!(
+            diff <= 1e-4 * largest,
+            "{base:?} transposed product: {diff:e}"
+        );
+
+        let xa = Tensor::<A, 2>::from_inner(x).require_grad();
+        let wa = Tensor::<A, 2>::from_inner(w);
+        // burn's autodiff holds a quantized tensor as a constant (it cannot even read one's
+        // gradient slot: that would dequantize).
+        assert!(
+            !wa.is_require_grad(),
+            "{base:?}: the base requires a gradient"
+        );
+        let y = A::mixed_matmul(xa.clone(), wa);
+        let grads = (y * Tensor::from_inner(dy.clone())).sum().backward();
+        let (diff, largest) = max_diff(
+            xa.grad(&grads).expect("the input has a gradient"),
+            dy.matmul(dequantized.transpose()),
+        );
+        assert!(diff <= 1e-4 * largest, "{base:?} input gradient: {diff:e}");
+    }
 }

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use phi3v_nn::{attention, AttentionBackend, AttentionKernel, AttentionMask};
-use phi3v_nn::{Linear, NamedLinears, WeightsError, WeightsView};
+use phi3v_nn::{Linear, MixedMatmul, NamedLinears, WeightsError, WeightsView};
 
 use crate::cache::KvCache;
 use crate::config::Phi3Config;
@@ -30,7 +30,7 @@ pub struct Phi3Attention<B: Backend> {
     kernel: AttentionKernel,
 }
 
-impl<B: Backend> Phi3Attention<B> {
+impl<B: MixedMatmul> Phi3Attention<B> {
     /// `qkv_proj` and `o_proj` under `vb`.
     pub fn new(
         vb: WeightsView<'_>,

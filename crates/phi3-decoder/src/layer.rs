@@ -4,7 +4,9 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use phi3v_nn::{AttentionBackend, AttentionMask, Linear, NamedLinears, WeightsError, WeightsView};
+use phi3v_nn::{
+    AttentionBackend, AttentionMask, Linear, MixedMatmul, NamedLinears, WeightsError, WeightsView,
+};
 
 use crate::attention::Phi3Attention;
 use crate::cache::KvCache;
@@ -21,7 +23,7 @@ pub struct DecoderLayer<B: Backend> {
     pub post_attention_layernorm: RmsNorm<B>,
 }
 
-impl<B: Backend> DecoderLayer<B> {
+impl<B: MixedMatmul> DecoderLayer<B> {
     /// `self_attn`, `mlp`, `input_layernorm` and `post_attention_layernorm` under `vb`.
     pub fn new(
         vb: WeightsView<'_>,

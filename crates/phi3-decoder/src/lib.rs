@@ -45,5 +45,5 @@ pub use error::DecoderError;
 pub use generate::{
     generate, generate_from_embeds, generate_from_embeds_chunked, GenerateOptions, PREFILL_CHUNK,
 };
-pub use loss::IGNORE_INDEX;
+pub use loss::{LossTargets, IGNORE_INDEX};
 pub use model::{ForwardOptions, LayerContext, Phi3Model};

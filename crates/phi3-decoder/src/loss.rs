@@ -18,38 +18,61 @@ use crate::model::Phi3Model;
 /// The label value that the loss ignores, as in the reference.
 pub const IGNORE_INDEX: i64 = -100;
 
-/// The positions of a `[batch, seq]` batch whose next label counts, flattened to
-/// `row * seq + t`, and those labels; `None` when no label counts.
+/// Where a batch's loss is taken: the positions whose next label counts, flattened to
+/// `row * seq + t`, and those labels.
 ///
-/// Read on the host: which positions count decides the shapes of what follows. The labels
-/// come from the host in the first place, so this is one small read-back per step.
-///
-/// # Shapes
-/// - `labels`: `[batch, seq]`
-/// - returns two `[n]` tensors: indices into the `batch * seq` positions, and targets
-fn supervised<B: Backend>(
-    labels: &Tensor<B, 2, Int>,
-) -> Option<(Tensor<B, 1, Int>, Tensor<B, 1, Int>)> {
-    let [batch, seq] = labels.dims();
-    let values: Vec<i64> = labels
-        .to_data()
-        .convert::<i64>()
-        .to_vec()
-        .expect("int labels");
-    let (mut positions, mut targets) = (Vec::new(), Vec::new());
-    for row in 0..batch {
-        for t in 0..seq.saturating_sub(1) {
-            let label = values[row * seq + t + 1];
-            if label != IGNORE_INDEX {
-                positions.push((row * seq + t) as i64);
-                targets.push(label);
+/// Built on the host, from the labels the batch builder holds. Which positions count
+/// decides the shapes of everything after it, so building this from a device tensor would
+/// stall a GPU until the labels came back, once per step ([`LossTargets::read_back`] does
+/// that, for callers that hold only the tensor).
+#[derive(Debug, Clone)]
+pub struct LossTargets<B: Backend> {
+    /// `[n]` positions and `[n]` labels; `None` when no label counts.
+    picked: Option<(Tensor<B, 1, Int>, Tensor<B, 1, Int>)>,
+}
+
+impl<B: Backend> LossTargets<B> {
+    /// The targets of `labels`, a `[batch, seq]` batch laid out row-major.
+    ///
+    /// # Panics
+    /// When `labels` does not hold `batch * seq` values.
+    pub fn new(labels: &[i64], [batch, seq]: [usize; 2], device: &B::Device) -> Self {
+        assert_eq!(
+            labels.len(),
+            batch * seq,
+            "labels for a [{batch}, {seq}] batch"
+        );
+        let (mut positions, mut targets) = (Vec::new(), Vec::new());
+        for row in 0..batch {
+            for t in 0..seq.saturating_sub(1) {
+                let label = labels[row * seq + t + 1];
+                if label != IGNORE_INDEX {
+                    positions.push((row * seq + t) as i64);
+                    targets.push(label);
+                }
             }
         }
+        let n = positions.len();
+        let ints = |v: Vec<i64>| Tensor::from_data(TensorData::new(v, [n]), device);
+        Self {
+            picked: (n > 0).then(|| (ints(positions), ints(targets))),
+        }
     }
-    let n = positions.len();
-    let device = labels.device();
-    let ints = |v: Vec<i64>| Tensor::from_data(TensorData::new(v, [n]), &device);
-    (n > 0).then(|| (ints(positions), ints(targets)))
+
+    /// The targets of a `[batch, seq]` labels tensor, read back to the host first.
+    pub fn read_back(labels: &Tensor<B, 2, Int>) -> Self {
+        let values: Vec<i64> = labels
+            .to_data()
+            .convert::<i64>()
+            .to_vec()
+            .expect("int labels");
+        Self::new(&values, labels.dims(), &labels.device())
+    }
+
+    /// How many labels count.
+    pub fn count(&self) -> usize {
+        self.picked.as_ref().map_or(0, |(p, _)| p.dims()[0])
+    }
 }
 
 /// Mean shifted cross-entropy of `to_logits` applied to the rows of `x` whose next label
@@ -57,22 +80,21 @@ fn supervised<B: Backend>(
 ///
 /// # Shapes
 /// - `x`: `[batch, seq, width]`
-/// - `labels`: `[batch, seq]`
 /// - `to_logits`: `[n, width]` to `[n, vocab]`
 /// - returns `[1]`; zero when no label counts
 fn shifted_cross_entropy<B: Backend>(
     x: Tensor<B, 3>,
-    labels: &Tensor<B, 2, Int>,
+    targets: &LossTargets<B>,
     to_logits: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>,
 ) -> Tensor<B, 1> {
-    let Some((positions, targets)) = supervised(labels) else {
+    let Some((positions, labels)) = targets.picked.clone() else {
         return Tensor::zeros([1], &x.device());
     };
     let [batch, seq, width] = x.dims();
-    let n = targets.dims()[0];
+    let n = labels.dims()[0];
     let rows = x.reshape([batch * seq, width]).select(0, positions);
     let logp = log_softmax(to_logits(rows), 1);
-    let picked = logp.gather(1, targets.reshape([n, 1]));
+    let picked = logp.gather(1, labels.reshape([n, 1]));
     picked.sum().neg().div_scalar(n as f64)
 }
 
@@ -80,26 +102,24 @@ impl<B: Backend> Phi3Model<B> {
     /// Mean shifted cross-entropy from logits.
     ///
     /// # Shapes
-    /// - `logits`: `[batch, seq, vocab]`
-    /// - `labels`: `[batch, seq]`
+    /// - `logits`: `[batch, seq, vocab]`, for the `[batch, seq]` labels `targets` came from
     /// - returns `[1]`; zero when no label counts
-    pub fn loss(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-        shifted_cross_entropy(logits, &labels, |rows| rows)
+    pub fn loss(logits: Tensor<B, 3>, targets: &LossTargets<B>) -> Tensor<B, 1> {
+        shifted_cross_entropy(logits, targets, |rows| rows)
     }
 
     /// Mean shifted cross-entropy from final hidden states (after the final norm), with
     /// `lm_head` run only where a label counts: the same value as
-    /// `Self::loss(self.logits(hidden), labels)`, without the batch's full logits.
+    /// `Self::loss(self.logits(hidden), targets)`, without the batch's full logits.
     ///
     /// # Shapes
-    /// - `hidden`: `[batch, seq, hidden]`
-    /// - `labels`: `[batch, seq]`
+    /// - `hidden`: `[batch, seq, hidden]`, for the `[batch, seq]` labels `targets` came from
     /// - returns `[1]`; zero when no label counts
-    pub fn head_loss(&self, hidden: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1>
+    pub fn head_loss(&self, hidden: Tensor<B, 3>, targets: &LossTargets<B>) -> Tensor<B, 1>
     where
         B: MixedMatmul,
     {
-        shifted_cross_entropy(hidden, &labels, |rows| self.lm_head.forward(rows))
+        shifted_cross_entropy(hidden, targets, |rows| self.lm_head.forward(rows))
     }
 }
 
@@ -125,11 +145,18 @@ mod tests {
             &device,
         );
         let labels = [[-100, -100, 7, 3, -100], [-100, 11, 12, 13, 49]];
-        let labels_t = Tensor::<B, 2, Int>::from_data(labels, &device);
+        let targets = LossTargets::new(labels.as_flattened(), [2, 5], &device);
+        assert_eq!(targets.count(), 6);
+        let read_back =
+            LossTargets::read_back(&Tensor::<B, 2, Int>::from_data(labels, &device)).picked;
+        let (positions, picked) = read_back.expect("labels count");
+        let (want_positions, want_picked) = targets.picked.clone().unwrap();
+        assert_eq!(positions.into_data(), want_positions.into_data());
+        assert_eq!(picked.into_data(), want_picked.into_data());
 
         let logits = model.logits(hidden.clone());
-        let full: f32 = Phi3Model::loss(logits.clone(), labels_t.clone()).into_scalar();
-        let head: f32 = model.head_loss(hidden, labels_t).into_scalar();
+        let full: f32 = Phi3Model::loss(logits.clone(), &targets).into_scalar();
+        let head: f32 = model.head_loss(hidden, &targets).into_scalar();
 
         let logp: Vec<f32> = log_softmax(logits, 2).to_data().to_vec().unwrap();
         let (mut sum, mut n) = (0.0f32, 0);
@@ -158,8 +185,9 @@ mod tests {
         let device = Default::default();
         let model = Phi3Model::<B>::random(&Phi3Config::tiny(50), 0.02, &device).unwrap();
         let hidden = Tensor::<B, 3>::ones([1, 3, model.config().hidden_size], &device);
-        let labels = Tensor::<B, 2, Int>::from_data([[5, -100, -100]], &device);
-        let loss: f32 = model.head_loss(hidden, labels).into_scalar();
+        let targets = LossTargets::new(&[5, -100, -100], [1, 3], &device);
+        assert_eq!(targets.count(), 0);
+        let loss: f32 = model.head_loss(hidden, &targets).into_scalar();
         assert_eq!(loss, 0.0);
     }
 }

@@ -17,7 +17,7 @@ pub struct Phi3Mlp<B: Backend> {
     pub down_proj: Linear<B>,
 }
 
-impl<B: Backend> Phi3Mlp<B> {
+impl<B: MixedMatmul> Phi3Mlp<B> {
     /// `gate_up_proj` and `down_proj` under `vb`.
     pub fn new(
         vb: WeightsView<'_>,

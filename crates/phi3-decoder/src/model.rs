@@ -60,7 +60,7 @@ pub struct Phi3Model<B: Backend> {
     config: Phi3Config,
 }
 
-impl<B: Backend> Phi3Model<B> {
+impl<B: MixedMatmul> Phi3Model<B> {
     /// The decoder under `vb`, named as the reference names it: `model.embed_tokens.weight`,
     /// `model.layers.{i}.…`, `model.norm.weight` and `lm_head.weight` (at the root of the
     /// weights, so `vb` is normally a root view). Weights with tied embeddings and

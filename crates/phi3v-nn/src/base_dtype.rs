@@ -82,8 +82,9 @@ fn quantization_name(scheme: &QuantScheme) -> &'static str {
 }
 
 /// The block scheme of a quantized base: symmetric values of `value`'s width in blocks of
-/// [`QUANT_BLOCK`], f32 scales, stored as the backend's kernels read it (flex unpacks to one
-/// value per byte; the CubeCL backends keep eight 4-bit values per `u32`).
+/// [`QUANT_BLOCK`], f32 scales, with 4-bit values packed eight per `u32` as burn packs them
+/// (the CubeCL backends quantize into that layout; on flex the loader packs what burn-flex's
+/// quantizer unpacks, see [`MixedMatmul::pack_frozen`](crate::MixedMatmul::pack_frozen)).
 fn block_scheme(value: QuantValue) -> QuantScheme {
     QuantScheme::default()
         .with_value(value)

@@ -34,6 +34,37 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
+    /// The Hugging Face module name the layer was built under (empty for a layer made from
+    /// tensors and not named since).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The same layer under module name `name`.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Input and output widths.
+    pub fn dims(&self) -> (usize, usize) {
+        let [i, o] = self.weight.dims();
+        (i, o)
+    }
+
+    /// An unnamed layer from a weight (`[d_input, d_output]`) and an optional bias (see
+    /// [`Linear::with_name`]).
+    pub fn from_tensors(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: bias.map(Param::from_tensor),
+            lora: None,
+            name: String::new(),
+        }
+    }
+}
+
+impl<B: MixedMatmul> Linear<B> {
     /// The layer under `vb`'s path: `weight` (`[out, in]` in the weights) and, when
     /// `bias`, `bias`. Random layers draw the weight from `N(0, std^2)` with a zero bias.
     pub fn new(
@@ -69,37 +100,6 @@ impl<B: Backend> Linear<B> {
             .expect("random initialisation reads no weights")
     }
 
-    /// The Hugging Face module name the layer was built under (empty for a layer made from
-    /// tensors and not named since).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The same layer under module name `name`.
-    pub fn with_name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// Input and output widths.
-    pub fn dims(&self) -> (usize, usize) {
-        let [i, o] = self.weight.dims();
-        (i, o)
-    }
-
-    /// An unnamed layer from a weight (`[d_input, d_output]`) and an optional bias (see
-    /// [`Linear::with_name`]).
-    pub fn from_tensors(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
-        Self {
-            weight: Param::from_tensor(weight),
-            bias: bias.map(Param::from_tensor),
-            lora: None,
-            name: String::new(),
-        }
-    }
-}
-
-impl<B: MixedMatmul> Linear<B> {
     /// Stores the weight (not the bias) in `dtype`, keeping its parameter id: a frozen base
     /// held in bf16 while activations, biases and adapters stay f32, or a quantized weight
     /// widened to f32 to be trained in full.

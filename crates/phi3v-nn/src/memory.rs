@@ -111,8 +111,9 @@ pub fn resident_bytes<B: Backend, M: Module<B>>(module: &M) -> u64 {
 
 /// Bytes that `numel` values of `dtype` take: the element size for floats; for a
 /// block-quantized tensor, its values as stored plus one scale per block. Values stored
-/// "natively" take a byte each even at 4 bits, as flex holds them (one `i8` per value);
-/// packed values take their bits, rounded up to the packing word.
+/// "natively" take a byte each even at 4 bits, as burn-flex's quantizer leaves them (one
+/// `i8` per value); packed values (a loaded q4 base, on every backend) take their bits,
+/// rounded up to the packing word.
 pub fn stored_bytes(dtype: DType, numel: u64) -> u64 {
     let DType::QFloat(scheme) = dtype else {
         return numel * dtype.size() as u64;
@@ -170,15 +171,21 @@ mod tests {
         assert_eq!(resident_bytes(&layer), (8 * 4 + 4) * 4);
         layer.cast_weight(burn::tensor::FloatDType::BF16);
         assert_eq!(resident_bytes(&layer), 8 * 4 * 2 + 4 * 4);
-        // A q4 weight on flex: one byte per value and an f32 scale per 32 values.
+        // A q4 weight as burn-flex quantizes it: one byte per value and an f32 scale per
+        // 32 values; packed as a loaded base holds it, half a byte per value.
         let scheme = crate::BaseDtype::Q4
             .resolve::<burn::backend::Flex>(&device)
             .unwrap()
             .quantization
             .unwrap();
         let weight = Tensor::<burn::backend::Flex, 2>::ones([8, 64], &device);
-        let quantized = crate::Linear::from_tensors(weight.quantize_dynamic(&scheme), None);
-        assert_eq!(resident_bytes(&quantized), 8 * 64 + 8 * 64 / 32 * 4);
+        let unpacked = weight.quantize_dynamic(&scheme);
+        let packed = <burn::backend::Flex as crate::MixedMatmul>::pack_frozen(unpacked.clone());
+        let scales = 8 * 64 / 32 * 4;
+        let quantized = crate::Linear::from_tensors(unpacked, None);
+        assert_eq!(resident_bytes(&quantized), 8 * 64 + scales);
+        let packed = crate::Linear::from_tensors(packed, None);
+        assert_eq!(resident_bytes(&packed), 8 * 64 / 2 + scales);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use burn::module::{Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
+use crate::mixed::MixedMatmul;
 use crate::weights::{Weights, WeightsError};
 
 /// How a tensor starts in a random model.
@@ -214,7 +215,7 @@ impl<'a> WeightsView<'a> {
 
     /// A PyTorch `nn.Linear` weight, stored `[d_output, d_input]` and held as burn's
     /// `[d_input, d_output]`, in the matrix dtype; random as `N(0, std^2)`.
-    pub fn linear_weight<B: Backend>(
+    pub fn linear_weight<B: MixedMatmul>(
         &self,
         leaf: &str,
         d_input: usize,

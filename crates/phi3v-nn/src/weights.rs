@@ -24,6 +24,7 @@ use safetensors::tensor::{Dtype, Metadata};
 
 use crate::base_dtype::BaseStorage;
 use crate::memory::{self, MemoryNeed};
+use crate::mixed::MixedMatmul;
 
 /// Name of the index file of sharded weights.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -498,8 +499,9 @@ impl Weights {
     ///
     /// Quantizing runs on `B` itself, which must not be an autodiff backend (burn's autodiff
     /// cannot quantize): a trainable model is loaded on the inner backend and lifted (see
-    /// `phi3v::ModelDir::load_trainable`).
-    pub fn linear_weight<B: Backend>(
+    /// `phi3v::ModelDir::load_trainable`). The quantized weight is then held as `B`'s
+    /// products read it ([`MixedMatmul::pack_frozen`]).
+    pub fn linear_weight<B: MixedMatmul>(
         &self,
         name: &str,
         d_input: usize,
@@ -511,10 +513,11 @@ impl Weights {
             Some(scheme) if quantizes(name) && d_output.is_multiple_of(block) => {
                 let values = self.read_f32(name, &[d_output, d_input])?;
                 // `[out, in]` f32 (the read), then its `[in, out]` contiguous copy inside
-                // the quantizer: two transient copies of this one matrix.
+                // the quantizer, then (on flex) its unpacked values before packing: three
+                // transient copies of this one matrix.
                 let weight: Tensor<B, 2> =
                     Tensor::from_data(TensorData::new(values, [d_output, d_input]), device);
-                Ok(weight.transpose().quantize_dynamic(&scheme))
+                Ok(B::pack_frozen(weight.transpose().quantize_dynamic(&scheme)))
             }
             _ => Ok(self
                 .matrix::<B>(name, [d_output, d_input], device)?

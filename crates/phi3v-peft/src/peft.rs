@@ -16,7 +16,7 @@ use std::path::Path;
 use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use phi3v_nn::{LoraAdapter, NamedLinears};
+use phi3v_nn::{LoraAdapter, MixedMatmul, NamedLinears};
 
 use crate::check::{check_adapter, BaseTensors, LoraPair};
 use crate::config::PeftConfig;
@@ -85,7 +85,7 @@ pub fn export_peft<B: Backend, M: NamedLinears<B> + Clone>(
 /// entry that selects no layer, a tensor that names no layer of the model or does not fit
 /// it or the config's rank, a missing factor, a non-finite value; each names the file and
 /// the key or tensor.
-pub fn import_peft<B: Backend, M: NamedLinears<B>>(
+pub fn import_peft<B: MixedMatmul, M: NamedLinears<B>>(
     model: &mut M,
     dir: &Path,
     device: &B::Device,

@@ -89,12 +89,12 @@ pub fn validation_loss<B: AttentionBackend, T: Task>(
     let (mut sum, mut weight) = (0.0, 0.0);
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = data.training_batch::<B>(chunk, device)?;
-        let labels = batch.labels.expect("training batches have labels");
+        let targets = batch.loss_targets.expect("training batches have labels");
         let loss = model.loss(
             batch.input_ids,
             batch.images.as_ref(),
             Some(batch.attention_mask),
-            labels,
+            &targets,
         )?;
         let value: f64 = loss.into_scalar().elem();
         let w = batch.target_tokens as f64;

@@ -33,6 +33,7 @@
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor};
+use phi3v::decoder::LossTargets;
 use phi3v::{ImageInput, Phi3V};
 use phi3v_nn::{AttentionBackend, NamedLinears};
 
@@ -47,8 +48,8 @@ pub struct MicroBatch<'a, B: AutodiffBackend> {
     pub images: Option<&'a ImageInput<B>>,
     /// `[batch, seq]`, 1 for real tokens.
     pub attention_mask: Option<Tensor<B, 2, Int>>,
-    /// `[batch, seq]`, -100 where not trained.
-    pub labels: Tensor<B, 2, Int>,
+    /// Where the loss is taken (from `[batch, seq]` labels, -100 where not trained).
+    pub targets: &'a LossTargets<B>,
 }
 
 /// Computes the loss of `batch` and adds `scale` times its gradients to `sum`, recomputing
@@ -84,7 +85,7 @@ where
         input_ids,
         images,
         attention_mask,
-        labels,
+        targets,
     } = batch;
     let device = input_ids.device();
     let [b, t] = input_ids.dims();
@@ -134,7 +135,7 @@ where
     // The head: final norm, lm_head, loss.
     let x = Tensor::<B, 3>::from_inner(inputs.pop().expect("the head's input")).require_grad();
     let decoder = &model.decoder;
-    let loss = decoder.head_loss(decoder.norm.forward(x.clone()), labels);
+    let loss = decoder.head_loss(decoder.norm.forward(x.clone()), targets);
     let value: f64 = loss.clone().into_scalar().elem();
     if !value.is_finite() {
         return Ok(value);

@@ -483,13 +483,13 @@ where
             B::seed(&self.device, mix(self.config.seed, k));
             let batch = self.train.training_batch::<B>(&indices, &self.device)?;
             tokens += batch.tokens as u64;
-            let labels = batch.labels.expect("training batches have labels");
+            let targets = batch.loss_targets.expect("training batches have labels");
             let value = if self.config.recompute {
                 let micro = MicroBatch {
                     input_ids: batch.input_ids,
                     images: batch.images.as_ref(),
                     attention_mask: Some(batch.attention_mask),
-                    labels,
+                    targets: &targets,
                 };
                 let full = &self.config.plan.full;
                 recomputed_backward(&mut self.model, full, &mut grads, micro, 1.0 / accum as f64)?
@@ -498,7 +498,7 @@ where
                     batch.input_ids,
                     batch.images.as_ref(),
                     Some(batch.attention_mask),
-                    labels,
+                    &targets,
                 )?;
                 let value: f64 = loss.clone().into_scalar().elem();
                 if value.is_finite() {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, ElementConversion, FloatDType, Int, Tensor, TensorData};
+use phi3v::decoder::LossTargets;
 use phi3v::{ImageInput, ModelDir, Phi3V};
 use phi3v_nn::mixed::is_quantized;
 use phi3v_nn::{AttentionBackend, BaseDtype, NamedLinears, Weights};
@@ -40,6 +41,7 @@ enum Base {
 fn model<B>(base: Base) -> Phi3V<B>
 where
     B: AutodiffBackend + AttentionBackend,
+    B::InnerBackend: AttentionBackend,
 {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../phi3v/tests/data/tiny_phi3v");
     let dir = ModelDir::resolve(path.to_str().unwrap()).unwrap();
@@ -128,8 +130,13 @@ where
     let mut model = model::<B>(base);
     let base_weights = |model: &mut Phi3V<B>| {
         let mut held = BTreeMap::new();
+        // A packed q4 weight is read back through `widen`: burn's `into_data` reads only
+        // unpacked values.
         model.for_each_linear("", &mut |name, linear| {
-            held.insert(name.to_string(), linear.weight.val().into_data());
+            let weight = linear.weight.val();
+            let dtype = weight.dtype();
+            let values = B::widen(weight, FloatDType::F32).into_data();
+            held.insert(name.to_string(), (dtype, values));
         });
         held
     };
@@ -152,18 +159,19 @@ where
         ),
         grids: vec![(grids[0] as usize, grids[1] as usize)],
     };
+    let targets = LossTargets::new(&labels, [1, t], &device);
     let mut sum = GradientSum::<B>::default();
     let loss_value = if checkpointing {
         let batch = MicroBatch {
             input_ids: int2(ids),
             images: Some(&images),
             attention_mask: None,
-            labels: int2(labels),
+            targets: &targets,
         };
         recomputed_backward(&mut model, &[], &mut sum, batch, 1.0).unwrap() as f32
     } else {
         let loss = model
-            .loss(int2(ids), Some(&images), None, int2(labels))
+            .loss(int2(ids), Some(&images), None, &targets)
             .unwrap();
         let value: f32 = loss.clone().into_scalar().elem();
         sum.add(&mut model, &[], loss);
@@ -201,9 +209,12 @@ where
     );
     let after = base_weights(&mut model);
     assert_eq!(before.len(), after.len());
-    for (name, data) in &before {
-        assert_eq!(after[name].dtype, data.dtype, "{name}: base weight dtype");
-        assert_eq!(after[name].bytes, data.bytes, "{name}: base weight changed");
+    for (name, (dtype, values)) in &before {
+        assert_eq!(after[name].0, *dtype, "{name}: base weight dtype");
+        assert_eq!(
+            after[name].1.bytes, values.bytes,
+            "{name}: base weight changed"
+        );
     }
     Step {
         loss: loss_value,

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, Param};
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
+use phi3v::decoder::LossTargets;
 use phi3v::vision::image_token_count;
 use phi3v::{ImageInput, Phi3V};
 use phi3v_nn::{NamedLinears, WeightsView};
@@ -69,8 +70,8 @@ struct Batch {
     images: ImageInput<B>,
     /// `[2, t]`.
     mask: Tensor<B, 2, Int>,
-    /// `[2, t]`.
-    labels: Tensor<B, 2, Int>,
+    /// Where the loss is taken, from `[2, t]` labels.
+    targets: LossTargets<B>,
 }
 
 /// Two rows: the first holds an image of 1 x 2 crops, the second one of 1 x 1 crops and
@@ -120,7 +121,7 @@ fn batch() -> Batch {
         ids: int2(ids),
         images,
         mask: int2(mask),
-        labels: int2(labels),
+        targets: LossTargets::new(&labels, [2, t], &device),
     }
 }
 
@@ -135,7 +136,7 @@ fn gradients(
         ids,
         images,
         mask,
-        labels,
+        targets,
     } = batch();
     let mut sum = GradientSum::<B>::default();
     let loss = if recompute {
@@ -143,11 +144,13 @@ fn gradients(
             input_ids: ids,
             images: Some(&images),
             attention_mask: Some(mask),
-            labels,
+            targets: &targets,
         };
         recomputed_backward(&mut model, &plan.full, &mut sum, micro, 0.5).unwrap()
     } else {
-        let loss = model.loss(ids, Some(&images), Some(mask), labels).unwrap();
+        let loss = model
+            .loss(ids, Some(&images), Some(mask), &targets)
+            .unwrap();
         let value: f64 = loss.clone().into_scalar().elem();
         sum.add(&mut model, &plan.full, loss.mul_scalar(0.5));
         value

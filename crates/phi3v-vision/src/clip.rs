@@ -9,8 +9,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use phi3v_nn::{
-    attention, AttentionBackend, AttentionKernel, AttentionMask, Init, Linear, NamedLinears,
-    Recorder, Weights, WeightsError, WeightsView,
+    attention, AttentionBackend, AttentionKernel, AttentionMask, Init, Linear, MixedMatmul,
+    NamedLinears, Recorder, Weights, WeightsError, WeightsView,
 };
 
 use crate::config::{Activation, ClipVisionConfig};
@@ -31,7 +31,7 @@ pub struct ClipEmbeddings<B: Backend> {
     patch: usize,
 }
 
-impl<B: Backend> ClipEmbeddings<B> {
+impl<B: MixedMatmul> ClipEmbeddings<B> {
     /// `class_embedding`, `patch_embedding.weight` (a `[hidden, channels, patch, patch]`
     /// convolution, held as a matrix) and `position_embedding.weight` under `vb`.
     pub fn new(
@@ -106,7 +106,7 @@ pub struct ClipEncoderLayer<B: Backend> {
     pub kernel: AttentionKernel,
 }
 
-impl<B: Backend> ClipEncoderLayer<B> {
+impl<B: MixedMatmul> ClipEncoderLayer<B> {
     /// `layer_norm1`, `self_attn.{q,k,v,out}_proj`, `layer_norm2` and `mlp.fc{1,2}` under
     /// `vb`, every projection with a bias.
     pub fn new(
@@ -175,7 +175,7 @@ pub struct ClipVisionTower<B: Backend> {
 /// The field under which transformers' `CLIPVisionModel` holds the tower.
 pub const VISION_MODEL: &str = "vision_model";
 
-impl<B: Backend> ClipVisionTower<B> {
+impl<B: MixedMatmul> ClipVisionTower<B> {
     /// The tower under `vb`: `embeddings.*`, `pre_layrnorm.*` and the first
     /// `num_hidden_layers - 1` of `encoder.layers.{i}.*`. The weights' last layer and
     /// `post_layernorm` are only recorded (see [`WeightsView::unused`]), after

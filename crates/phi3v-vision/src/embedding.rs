@@ -13,7 +13,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use phi3v_nn::{AttentionBackend, Init, Linear, NamedLinears, WeightsView};
+use phi3v_nn::{AttentionBackend, Init, Linear, MixedMatmul, NamedLinears, WeightsView};
 
 use crate::clip::{ClipVisionTower, VISION_MODEL};
 use crate::config::ClipVisionConfig;
@@ -47,7 +47,7 @@ pub struct ImageEmbedding<B: Backend> {
     pub sub_gn: Param<Tensor<B, 1>>,
 }
 
-impl<B: Backend> ImageEmbedding<B> {
+impl<B: MixedMatmul> ImageEmbedding<B> {
     /// The embedding under `vb` (normally [`EMBEDDING_PATH`]), projecting to
     /// `hidden` (the decoder's width): the tower under `img_processor.vision_model`, the
     /// separators `glb_GN` (`[1, 1, 4C]` in the weights) and `sub_GN` (`[1, 1, 1, 4C]`),

@@ -4,6 +4,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use phi3_decoder::LossTargets;
 use phi3v_processor::batch::Batch;
 
 use crate::error::Phi3VError;
@@ -16,8 +17,9 @@ pub struct BatchTensors<B: Backend> {
     pub input_ids: Tensor<B, 2, Int>,
     /// `[batch, seq]`: 1 on real positions, 0 on padding.
     pub attention_mask: Tensor<B, 2, Int>,
-    /// `[batch, seq]`, training batches only: `-100` where no loss is taken.
-    pub labels: Option<Tensor<B, 2, Int>>,
+    /// Training batches only: where the loss is taken, built from the labels on the host
+    /// (`-100` where none is taken), so the loss never reads the batch back.
+    pub loss_targets: Option<LossTargets<B>>,
     /// The real tiles of every image of the batch; `None` without images.
     pub images: Option<ImageInput<B>>,
     /// Label positions that count in the loss.
@@ -48,7 +50,10 @@ impl<B: Backend> BatchTensors<B> {
         Ok(Self {
             input_ids: int2(&batch.input_ids),
             attention_mask: int2(&batch.attention_mask),
-            labels: batch.labels.as_deref().map(int2),
+            loss_targets: batch
+                .labels
+                .as_deref()
+                .map(|labels| LossTargets::new(labels, shape, device)),
             images,
             target_tokens: batch
                 .labels

@@ -10,8 +10,8 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use phi3_decoder::{ForwardOptions, Phi3Model};
-use phi3v_nn::{AttentionBackend, Linear, NamedLinears, WeightsView};
+use phi3_decoder::{ForwardOptions, LossTargets, Phi3Model};
+use phi3v_nn::{AttentionBackend, Linear, MixedMatmul, NamedLinears, WeightsView};
 use phi3v_vision::{ImageEmbedding, VisionError};
 
 use crate::config::Phi3VConfig;
@@ -40,7 +40,7 @@ pub struct Phi3V<B: Backend> {
     pub vision_embed_tokens: Option<ImageEmbedding<B>>,
 }
 
-impl<B: Backend> Phi3V<B> {
+impl<B: MixedMatmul> Phi3V<B> {
     /// The model under `vb` (a root view): the decoder's tensors, and the image embedding
     /// under [`VISION_PATH`] unless the config is text-only. Loads, initialises or records
     /// as `vb` does (see [`WeightsView`]).
@@ -187,14 +187,15 @@ impl<B: AttentionBackend> Phi3V<B> {
     /// where a label counts ([`Phi3Model::head_loss`]).
     ///
     /// # Shapes
-    /// - `input_ids`, `labels`, `attention_mask`: `[batch, seq]`
+    /// - `input_ids`, `attention_mask`: `[batch, seq]`, and `targets` built from
+    ///   `[batch, seq]` labels
     /// - returns `[1]`
     pub fn loss(
         &self,
         input_ids: Tensor<B, 2, Int>,
         images: Option<&ImageInput<B>>,
         attention_mask: Option<Tensor<B, 2, Int>>,
-        labels: Tensor<B, 2, Int>,
+        targets: &LossTargets<B>,
     ) -> Result<Tensor<B, 1>, Phi3VError> {
         let hidden = self.forward_hidden(
             input_ids,
@@ -204,7 +205,7 @@ impl<B: AttentionBackend> Phi3V<B> {
                 ..Default::default()
             },
         )?;
-        Ok(self.decoder.head_loss(hidden, labels))
+        Ok(self.decoder.head_loss(hidden, targets))
     }
 }
 

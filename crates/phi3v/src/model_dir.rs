@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use phi3v_nn::weights::{INDEX_FILE, SINGLE_FILE};
-use phi3v_nn::{memory, BaseDtype, BaseStorage, Weights, WeightsView};
+use phi3v_nn::{memory, BaseDtype, BaseStorage, MixedMatmul, Weights, WeightsView};
 use phi3v_processor::config::PREPROCESSOR_CONFIG_FILE;
 use phi3v_processor::image_processor::{ImageProcessor, ProcessorConfig};
 use phi3v_processor::tokenize::Phi3Tokenizer;
@@ -152,7 +152,7 @@ impl ModelDir {
     }
 
     /// Loads the model with the backend's float type.
-    pub fn load_model<B: Backend>(&self, device: &B::Device) -> Result<Phi3V<B>, Phi3VError> {
+    pub fn load_model<B: MixedMatmul>(&self, device: &B::Device) -> Result<Phi3V<B>, Phi3VError> {
         self.load_model_with(device, BaseStorage::default())
     }
 
@@ -167,7 +167,7 @@ impl ModelDir {
     /// On a backend that keeps tensors in host memory, a model that will not fit the
     /// host's available memory is refused before any tensor is read, with the size it
     /// needs.
-    pub fn load_model_with<B: Backend>(
+    pub fn load_model_with<B: MixedMatmul>(
         &self,
         device: &B::Device,
         storage: impl Into<BaseStorage>,
@@ -196,7 +196,7 @@ impl ModelDir {
 
     /// Loads the model with its base held as `base_dtype` says, and the storage that
     /// resolved to on `device`.
-    pub fn load_model_as<B: Backend>(
+    pub fn load_model_as<B: MixedMatmul>(
         &self,
         device: &B::Device,
         base_dtype: BaseDtype,
@@ -211,11 +211,15 @@ impl ModelDir {
     /// backend's inner backend, which can quantize a q4/q8 base, and lifted onto `B`. Every
     /// loaded tensor is a constant of the graph (the base is frozen); adapters are attached
     /// afterwards.
-    pub fn load_trainable<B: AutodiffBackend>(
+    pub fn load_trainable<B>(
         &self,
         device: &B::Device,
         base_dtype: BaseDtype,
-    ) -> Result<(Phi3V<B>, BaseStorage), Phi3VError> {
+    ) -> Result<(Phi3V<B>, BaseStorage), Phi3VError>
+    where
+        B: AutodiffBackend,
+        B::InnerBackend: MixedMatmul,
+    {
         let (inner, storage) = self.load_model_as::<B::InnerBackend>(device, base_dtype)?;
         Ok((Phi3V::from_inner(inner), storage))
     }
@@ -248,7 +252,7 @@ fn check_memory(
 }
 
 /// Builds the model from opened weights ([`Phi3V::new`] on a loading view).
-pub fn load_model<B: Backend>(
+pub fn load_model<B: MixedMatmul>(
     weights: &Weights,
     config: &Phi3VConfig,
     device: &B::Device,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
-use phi3v::nn::{memory, BaseDtype};
+use phi3v::nn::{memory, BaseDtype, MixedMatmul};
 use phi3v::processor::Processor;
 use phi3v::{BatchTensors, ModelDir, Phi3V, Phi3VError};
 
@@ -23,7 +23,7 @@ pub struct Inputs<B: Backend> {
     pub tensors: BatchTensors<B>,
 }
 
-impl<B: Backend> Session<B> {
+impl<B: MixedMatmul> Session<B> {
     /// Loads the model with its base held as `base_dtype` says, and says on stderr what
     /// that resolved to and what it holds.
     pub fn load(model: &str, device: B::Device, base_dtype: BaseDtype) -> Result<Self, Phi3VError> {

@@ -12,14 +12,20 @@
 //!   weight columns into a buffer that stays in its core's cache, and gemm runs on it.
 //!
 //! The layout is what the loader makes (`Weights::linear_weight`): a contiguous `[k, n]`
-//! (`[in, out]`) tensor of `i8` values with one f32 scale per block of 32 consecutive values
-//! along `n`, and a value is `q * scale`, as burn dequantizes symmetric blocks. Any other
-//! layout or scheme falls back to burn's product.
+//! (`[in, out]`) tensor with one f32 scale per block of 32 consecutive values along `n`,
+//! and a value is `q * scale`, as burn dequantizes symmetric blocks. The values are either
+//! burn-flex's own, one `i8` each (q8), or packed two 4-bit values to a byte (q4, see
+//! [`pack`]). Any other layout or scheme of unpacked values falls back to burn's product.
+//!
+//! burn-flex 0.21 quantizes and stores q4 unpacked, one byte per 4-bit value, so a q4 base
+//! took as much memory as a q8 one (4.8 GB at full size). [`pack`] stores it in burn's own
+//! `PackedU32` byte layout instead, which the CubeCL backends use, and only this module
+//! reads it: burn-flex's ops (`dequantize`, `into_data`) expect unpacked values.
 
 use burn::backend::Flex;
-use burn::tensor::quantization::{QTensorPrimitive, QuantLevel, QuantStore};
-use burn::tensor::{Tensor, TensorPrimitive};
-use burn_flex::FlexQTensor;
+use burn::tensor::quantization::{QTensorPrimitive, QuantLevel, QuantStore, QuantValue};
+use burn::tensor::{Bytes, DType, Tensor, TensorPrimitive};
+use burn_flex::{FlexQTensor, FlexTensor, Layout};
 
 use rayon::prelude::*;
 
@@ -72,9 +78,10 @@ fn row_sweep(x: &[f32], w: &BlockView<'_>, m: usize, simd: Simd) -> Vec<f32> {
             let c0 = g * SWEEP_COLUMNS;
             let cols = SWEEP_COLUMNS.min(n - c0);
             let mut acc = vec![0f32; m * cols];
+            let mut unpacked = [0i8; SWEEP_COLUMNS];
             for r in 0..k {
                 let start = r * n + c0;
-                let values = &w.values[start..start + cols];
+                let values = w.values.read(start, &mut unpacked[..cols], simd);
                 let scales = &w.scales[start / BLOCK..(start + cols) / BLOCK];
                 for (i, acc) in acc.chunks_exact_mut(cols).enumerate() {
                     let xi = x[i * k + r];
@@ -127,10 +134,124 @@ fn scaled_add(x: f32, values: &[i8], scales: &[f32], acc: &mut [f32]) {
 /// Values per block of the layout this kernel reads.
 const BLOCK: usize = crate::base_dtype::QUANT_BLOCK as usize;
 
+/// The scheme a packed weight declares: burn's `PackedU32` along the last dimension, whose
+/// little-endian bytes hold two values each, the first in the low nibble.
+const PACKED: QuantStore = QuantStore::PackedU32(0);
+
+/// A q4 weight from burn-flex's quantizer (one `i8` per value) with its values packed two
+/// to a byte, as burn packs them into `u32` words: about 0.63 bytes per value with the
+/// scales, against 1.13 unpacked. Any other weight is returned as it is.
+///
+/// # Shapes
+/// - `w`: `[k, n]`; returns `[k, n]`
+pub(super) fn pack(w: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
+    let TensorPrimitive::QFloat(q) = w.into_primitive() else {
+        unreachable!("the caller checked that the weight is quantized")
+    };
+    let packable = q.scheme().value == QuantValue::Q4S;
+    let view = BlockView::new(&q, false).filter(|_| packable);
+    let Some(BlockView {
+        values: Values::Bytes(values),
+        ..
+    }) = view
+    else {
+        return Tensor::from_primitive(TensorPrimitive::QFloat(q));
+    };
+    // Both values of a byte lie in one block, as blocks hold an even count.
+    let packed: Vec<i8> = values
+        .par_chunks(2 * PACK_CHUNK)
+        .flat_map_iter(|chunk| {
+            chunk
+                .chunks_exact(2)
+                .map(|pair| ((pair[0] as u8 & 0x0f) | ((pair[1] as u8) << 4)) as i8)
+        })
+        .collect();
+    let shape = q.tensor().layout().shape().clone();
+    let tensor = FlexTensor::new(
+        Bytes::from_elems(packed),
+        Layout::contiguous(shape),
+        DType::I8,
+    );
+    let packed = FlexQTensor::new(tensor, q.scheme().with_store(PACKED), q.scales().to_vec());
+    Tensor::from_primitive(TensorPrimitive::QFloat(packed))
+}
+
+/// Value pairs packed per rayon task.
+const PACK_CHUNK: usize = 1 << 16;
+
+/// `w` dequantized to f32, all cores, or `None` when its layout is not the loader's (then
+/// burn's `dequantize` reads it).
+///
+/// # Shapes
+/// - `w`: `[k, n]`; returns `[k, n]`
+pub(super) fn dequantized(w: &Tensor<Flex, 2>) -> Option<Tensor<Flex, 2>> {
+    let TensorPrimitive::QFloat(q) = w.clone().into_primitive() else {
+        return None;
+    };
+    let view = BlockView::new(&q, false)?;
+    let (k, n) = (view.rows, view.cols);
+    let simd = Simd::detect();
+    let mut out = vec![0f32; k * n];
+    out.par_chunks_mut(n)
+        .enumerate()
+        .for_each(|(r, row)| view.dequantize(r * n, row, simd));
+    Some(tensor(out, k, n))
+}
+
+/// The stored values of a quantized weight, flat in its `[rows, cols]` order.
+#[derive(Clone, Copy)]
+enum Values<'a> {
+    /// One `i8` per value: burn-flex's own layout (q8).
+    Bytes(&'a [i8]),
+    /// Two 4-bit values per byte, the first in the low nibble (q4, see [`pack`]).
+    Nibbles(&'a [u8]),
+}
+
+impl<'a> Values<'a> {
+    /// The `buf.len()` values from flat position `start` (even): borrowed where they are
+    /// stored one per byte, unpacked into `buf` where they are packed.
+    #[inline(always)]
+    fn read<'b>(&self, start: usize, buf: &'b mut [i8], simd: Simd) -> &'b [i8]
+    where
+        'a: 'b,
+    {
+        match *self {
+            Values::Bytes(values) => &values[start..start + buf.len()],
+            Values::Nibbles(bytes) => {
+                let bytes = &bytes[start / 2..(start + buf.len()) / 2];
+                match simd {
+                    Simd::Baseline => unpack(bytes, buf),
+                    // SAFETY: the CPU has AVX2 (checked in `Simd::detect`).
+                    #[cfg(target_arch = "x86_64")]
+                    Simd::Avx2Fma => unsafe { unpack_avx2(bytes, buf) },
+                }
+                buf
+            }
+        }
+    }
+}
+
+/// The loop compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn unpack_avx2(bytes: &[u8], out: &mut [i8]) {
+    unpack(bytes, out)
+}
+
+/// `out[2i]` and `out[2i + 1]`: the low and high nibble of `bytes[i]`, sign-extended (each
+/// shifted to the top of a byte, then arithmetically back).
+#[inline(always)]
+fn unpack(bytes: &[u8], out: &mut [i8]) {
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = ((b << 4) as i8) >> 4;
+        pair[1] = (b as i8) >> 4;
+    }
+}
+
 /// A quantized `[rows, cols]` weight read as the `[k, n]` matrix of a product: itself, or
 /// its transpose (`k = cols`, `n = rows`) for the gradient `dy w^T`.
 struct BlockView<'a> {
-    values: &'a [i8],
+    values: Values<'a>,
     scales: &'a [f32],
     rows: usize,
     cols: usize,
@@ -139,23 +260,37 @@ struct BlockView<'a> {
 
 impl<'a> BlockView<'a> {
     /// The view of `q`, or `None` when its layout or scheme is not the loader's.
+    ///
+    /// # Panics
+    /// When `q` is packed ([`pack`]) but not in the layout `pack` makes: no other reader
+    /// could read it.
     fn new(q: &'a FlexQTensor, transposed: bool) -> Option<Self> {
         let scheme = q.scheme();
         let t = q.tensor();
         let shape = t.layout().shape();
-        let blocked = scheme.level == QuantLevel::block([BLOCK as u8]);
-        if !blocked
-            || scheme.store != QuantStore::Native
-            || shape.num_dims() != 2
-            || !t.is_contiguous()
-            || t.layout().start_offset() != 0
-            || !shape[1].is_multiple_of(BLOCK)
-        {
+        let packed = scheme.store == PACKED && scheme.value == QuantValue::Q4S;
+        let loader_layout = scheme.level == QuantLevel::block([BLOCK as u8])
+            && shape.num_dims() == 2
+            && t.is_contiguous()
+            && t.layout().start_offset() == 0
+            && shape[1].is_multiple_of(BLOCK);
+        if !loader_layout {
+            assert!(
+                !packed,
+                "a packed q4 weight must be contiguous [k, n] with blocks of {BLOCK} along n"
+            );
             return None;
         }
         let (rows, cols) = (shape[0], shape[1]);
+        let values = if packed {
+            Values::Nibbles(&t.bytes()[..rows * cols / 2])
+        } else if scheme.store == QuantStore::Native {
+            Values::Bytes(&t.storage::<i8>()[..rows * cols])
+        } else {
+            return None;
+        };
         Some(Self {
-            values: &t.storage::<i8>()[..rows * cols],
+            values,
             scales: &q.scales()[..rows * cols / BLOCK],
             rows,
             cols,
@@ -164,15 +299,19 @@ impl<'a> BlockView<'a> {
     }
 
     /// Dequantizes `dst.len()` values from flat position `start` (a multiple of the block)
-    /// into `dst`.
+    /// into `dst`, unpacking (when packed) a stack buffer's worth of values at a time.
     fn dequantize(&self, start: usize, dst: &mut [f32], simd: Simd) {
-        let src = &self.values[start..start + dst.len()];
-        let scales = &self.scales[start / BLOCK..];
-        match simd {
-            Simd::Baseline => dequantize_blocks(src, scales, dst),
-            // SAFETY: the CPU has AVX2 (checked in `Simd::detect`).
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2Fma => unsafe { dequantize_avx2(src, scales, dst) },
+        let mut unpacked = [0i8; SWEEP_COLUMNS];
+        for (i, dst) in dst.chunks_mut(SWEEP_COLUMNS).enumerate() {
+            let at = start + i * SWEEP_COLUMNS;
+            let src = self.values.read(at, &mut unpacked[..dst.len()], simd);
+            let scales = &self.scales[at / BLOCK..];
+            match simd {
+                Simd::Baseline => dequantize_blocks(src, scales, dst),
+                // SAFETY: the CPU has AVX2 (checked in `Simd::detect`).
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2Fma => unsafe { dequantize_avx2(src, scales, dst) },
+            }
         }
     }
 }
@@ -223,6 +362,71 @@ fn dequantize_blocks(src: &[i8], scales: &[f32], dst: &mut [f32]) {
     {
         for (d, &q) in dst.iter_mut().zip(src) {
             *d = q as f32 * scale;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::quantization::QuantizedBytes;
+    use burn::tensor::Distribution;
+
+    /// A packed q4 weight holds burn's `PackedU32` layout, half a byte per value: burn's own
+    /// unpacking gives back the values and scales its quantizer made.
+    #[test]
+    fn packed_q4_is_burns_packed_layout() {
+        let device = Default::default();
+        let scheme = crate::BaseDtype::Q4
+            .resolve::<Flex>(&device)
+            .unwrap()
+            .quantization
+            .unwrap();
+        let (k, n) = (6, 96);
+        let unpacked = Tensor::<Flex, 2>::random([k, n], Distribution::Normal(0.0, 1.0), &device)
+            .quantize_dynamic(&scheme);
+        let data = unpacked.clone().into_data();
+        let burn::tensor::DType::QFloat(native) = data.dtype else {
+            panic!("quantized data")
+        };
+        let (values, qparams) = QuantizedBytes {
+            bytes: data.bytes,
+            scheme: native,
+            num_elements: k * n,
+        }
+        .into_vec_i8();
+        assert!(values.iter().any(|&v| v < 0) && values.iter().all(|&v| (-8..=7).contains(&v)));
+
+        let TensorPrimitive::QFloat(q) = pack(unpacked).into_primitive() else {
+            panic!("packing keeps the weight quantized")
+        };
+        assert_eq!(q.scheme().store, QuantStore::PackedU32(0));
+        assert_eq!(q.tensor().layout().shape().dims::<2>(), [k, n]);
+        let stored = q.tensor().bytes();
+        assert_eq!(stored.len(), k * n / 2);
+        let mut bytes = stored.to_vec();
+        bytes.extend(q.scales().iter().flat_map(|s| s.to_le_bytes()));
+        let (repacked, requantized) = QuantizedBytes {
+            bytes: Bytes::from_bytes_vec(bytes),
+            scheme: *q.scheme(),
+            num_elements: k * n,
+        }
+        .into_vec_i8();
+        assert_eq!(repacked, values);
+        assert_eq!(requantized.scales, qparams.scales);
+    }
+
+    /// Packing leaves q8 weights, and layouts its kernels cannot read, as they are.
+    #[test]
+    fn only_q4_in_the_loader_layout_is_packed() {
+        let device = Default::default();
+        for (base, n) in [(crate::BaseDtype::Q8, 64), (crate::BaseDtype::Q4, 48)] {
+            let scheme = base.resolve::<Flex>(&device).unwrap().quantization.unwrap();
+            let w = Tensor::<Flex, 2>::ones([4, n], &device).quantize_dynamic(&scheme);
+            let TensorPrimitive::QFloat(q) = pack(w).into_primitive() else {
+                panic!("packing keeps the weight quantized")
+            };
+            assert_eq!(q.scheme().store, QuantStore::Native, "{base:?}, width {n}");
         }
     }
 }

@@ -17,7 +17,7 @@
 //! dequantized instead of widened (see `blocks.rs`).
 
 use burn::backend::Flex;
-use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
 use burn_flex::{FlexTensor, Layout};
 use half::bf16;
 use rayon::prelude::*;
@@ -62,6 +62,24 @@ impl MixedMatmul for Flex {
             return super::blocks::product(x, w, true);
         }
         Self::mixed_matmul(x, w.transpose())
+    }
+
+    /// A quantized weight dequantized on all cores (burn-flex's dequantization runs on one,
+    /// and cannot read a packed weight).
+    fn widen(w: Tensor<Self, 2>, dtype: FloatDType) -> Tensor<Self, 2> {
+        match super::blocks::dequantized(&w) {
+            Some(values) => values.cast(dtype),
+            None => super::widened(w, dtype),
+        }
+    }
+
+    /// q4 values packed two to a byte (see `blocks.rs`).
+    fn pack_frozen(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        if super::is_quantized(&w) {
+            super::blocks::pack(w)
+        } else {
+            w
+        }
     }
 }
 

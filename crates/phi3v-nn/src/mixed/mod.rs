@@ -15,11 +15,11 @@
 //! node whose only differentiable input is the activation: the weight is a frozen base.
 //!
 //! The weight may also be block-quantized (a QLoRA base, see
-//! [`BaseDtype::Q4`](crate::BaseDtype::Q4)). Then every backend runs burn's quantized
-//! product: flex dequantizes the weight into an f32 copy for this one product, the CubeCL
-//! backends dequantize inside the matmul kernel. Under autodiff the backward does the same
-//! with the transposed product, so with activation recomputation no layer holds more than
-//! its own dequantized weight at a time.
+//! [`BaseDtype::Q4`](crate::BaseDtype::Q4)). The CubeCL backends run burn's quantized
+//! product, which dequantizes inside the matmul kernel. Flex reads the blocks where they lie,
+//! a tile at a time, from q4 values it packs two to a byte (see `blocks.rs`). Under autodiff
+//! the backward does the same with the transposed product, so no product holds more than a
+//! tile (flex) or its own layer's weight (burn's product) dequantized at a time.
 
 #[cfg(feature = "flex")]
 mod blocks;
@@ -66,11 +66,29 @@ pub trait MixedMatmul: Backend {
     /// `w` as a float tensor of `dtype`: cast, or dequantized when it is quantized. Under
     /// autodiff the result is a constant, as the frozen weight was.
     fn widen(w: Tensor<Self, 2>, dtype: FloatDType) -> Tensor<Self, 2> {
-        if is_quantized(&w) {
-            w.dequantize().cast(dtype)
-        } else {
-            w.cast(dtype)
-        }
+        widened(w, dtype)
+    }
+
+    /// A freshly quantized frozen weight (`[k, n]`, as the loader makes it) in the form this
+    /// backend's products read, which may differ from the form burn's quantizer returns.
+    /// The provided method keeps it as it is: the CubeCL backends already pack eight 4-bit
+    /// values per `u32`. Flex unpacks them to one `i8` each, as much memory as q8, so it
+    /// packs them two to a byte (see `blocks.rs`).
+    ///
+    /// A packed weight is read through [`MixedMatmul::mixed_matmul`],
+    /// [`MixedMatmul::mixed_matmul_transposed`] and [`MixedMatmul::widen`]; burn's own ops
+    /// on flex read only the unpacked form.
+    fn pack_frozen(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        w
+    }
+}
+
+/// The provided [`MixedMatmul::widen`]: burn's cast, or burn's dequantization.
+fn widened<B: Backend>(w: Tensor<B, 2>, dtype: FloatDType) -> Tensor<B, 2> {
+    if is_quantized(&w) {
+        w.dequantize().cast(dtype)
+    } else {
+        w.cast(dtype)
     }
 }
 
@@ -264,17 +282,20 @@ mod tests {
         );
     }
 
-    /// A q8 or q4 block-quantized weight as a QLoRA base holds it: `[k, n]`, blocks along
-    /// `n`.
-    fn quantized(k: usize, n: usize, base: crate::BaseDtype) -> Tensor<B, 2> {
+    /// A q8 or q4 block-quantized weight as a QLoRA base holds it (`[k, n]`, blocks along
+    /// `n`, q4 packed), and the same values as burn's quantizer returns them, which burn's
+    /// `dequantize` reads.
+    fn quantized(k: usize, n: usize, base: crate::BaseDtype) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let scheme = base
             .resolve::<B>(&Default::default())
             .unwrap()
             .quantization
             .expect("a quantized base dtype");
-        Tensor::<B, 2>::random([n, k], Distribution::Normal(0.0, 1.0), &Default::default())
-            .transpose()
-            .quantize_dynamic(&scheme)
+        let unpacked =
+            Tensor::<B, 2>::random([n, k], Distribution::Normal(0.0, 1.0), &Default::default())
+                .transpose()
+                .quantize_dynamic(&scheme);
+        (B::pack_frozen(unpacked.clone()), unpacked)
     }
 
     /// The product with a quantized weight is the product with its dequantized values,
@@ -295,16 +316,16 @@ mod tests {
                 (3, 16, 48),
             ] {
                 let dy = Tensor::<B, 2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
-                let w = quantized(k, n, base);
+                let (w, unpacked) = quantized(k, n, base);
                 let want = dy
                     .clone()
-                    .matmul(w.clone().dequantize().transpose())
+                    .matmul(unpacked.dequantize().transpose())
                     .into_data();
                 assert_within_1e6_of_largest(B::mixed_matmul_transposed(dy, w), &want, (m, n, k));
                 let x = Tensor::<B, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
-                let w = quantized(k, n, base);
+                let (w, unpacked) = quantized(k, n, base);
                 assert!(is_quantized(&w));
-                let want = x.clone().matmul(w.clone().dequantize()).into_data();
+                let want = x.clone().matmul(unpacked.dequantize()).into_data();
                 let got = B::mixed_matmul(x.clone(), w.clone());
                 assert_within_1e6_of_largest(got, &want, (m, k, n));
                 let tracked =
@@ -339,7 +360,7 @@ mod tests {
     #[test]
     fn quantized_weight_passes_the_gradient_and_takes_none() {
         let device = Default::default();
-        let w_inner = quantized(24, 64, crate::BaseDtype::Q4);
+        let (w_inner, unpacked) = quantized(24, 64, crate::BaseDtype::Q4);
         let x0 = Tensor::<B, 2>::random([5, 24], Distribution::Normal(0.0, 1.0), &device);
         let dy = Tensor::<B, 2>::random([5, 64], Distribution::Normal(0.0, 1.0), &device);
         let x = Tensor::<A, 2>::from_inner(x0).require_grad();
@@ -349,23 +370,22 @@ mod tests {
         let grads = (y * Tensor::from_inner(dy.clone())).sum().backward();
         let dx = x.grad(&grads).expect("the activation has a gradient");
         dx.into_data().assert_approx_eq::<f32>(
-            &dy.matmul(w_inner.dequantize().transpose()).into_data(),
+            &dy.matmul(unpacked.dequantize().transpose()).into_data(),
             Tolerance::absolute(1e-5),
         );
     }
 
-    /// Widening dequantizes a quantized weight (and casts a float one), on autodiff as a
-    /// constant.
+    /// Widening dequantizes a quantized weight, packed or not, exactly as burn does (and
+    /// casts a float one), on autodiff as a constant.
     #[test]
     fn widening_dequantizes() {
-        let w = quantized(32, 64, crate::BaseDtype::Q8);
-        let want = w.clone().dequantize().into_data();
-        let widened = A::widen(Tensor::from_inner(w), FloatDType::F32);
-        assert!(!widened.is_require_grad());
-        assert_eq!(widened.dtype(), burn::tensor::DType::F32);
-        widened
-            .inner()
-            .into_data()
-            .assert_approx_eq::<f32>(&want, Tolerance::absolute(0.0));
+        for base in [crate::BaseDtype::Q8, crate::BaseDtype::Q4] {
+            let (w, unpacked) = quantized(32, 64, base);
+            let want = unpacked.dequantize().into_data();
+            let widened = A::widen(Tensor::from_inner(w), FloatDType::F32);
+            assert!(!widened.is_require_grad());
+            assert_eq!(widened.dtype(), burn::tensor::DType::F32);
+            assert_eq!(widened.inner().into_data(), want, "{base:?}");
+        }
     }
 }
