@@ -1,5 +1,6 @@
-//! The decoder on the wgpu backend against the same forward on flex (CPU), and the
-//! products over a quantized (QLoRA) base on wgpu, which are burn's CubeCL kernels.
+//! The decoder on the wgpu backend against the same forward on flex (CPU), the products
+//! over a quantized (QLoRA) base on wgpu, which are burn's CubeCL kernels, and 20 LoRA
+//! updates of the tiny model on both backends.
 //!
 //! Run with `cargo test --features wgpu --test wgpu_smoke`. On a machine without a GPU,
 //! Mesa's lavapipe (`apt-get install mesa-vulkan-drivers libvulkan1`) provides Vulkan on
@@ -9,10 +10,16 @@
 use std::path::PathBuf;
 
 use burn::backend::{Autodiff, Flex, Wgpu};
-use burn::tensor::{Distribution, FloatDType, Int, Tensor, TensorData};
-use phi3_decoder::{ForwardOptions, Phi3Model};
+use burn::module::Module;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, ElementConversion, FloatDType, Int, Tensor, TensorData};
+use phi3_decoder::{ForwardOptions, LossTargets, Phi3Model};
+use phi3v::{ImageInput, ModelDir};
 use phi3v_nn::mixed::is_quantized;
-use phi3v_nn::{AttentionBackend, BaseDtype, MixedMatmul};
+use phi3v_nn::{AttentionBackend, BaseDtype, MixedMatmul, Weights};
+use phi3v_peft::import_peft;
+use phi3v_train::optim::{AdamW, AdamWConfig};
+use phi3v_train::trainer::{apply_gradients, GradientSum};
 
 fn forward<B: AttentionBackend>(ids: &[i64], mask: &[i64]) -> Vec<f32> {
     let device = Default::default();
@@ -129,4 +136,91 @@ fn wgpu_quantized_products_match_the_dequantized_weight() {
         );
         assert!(diff <= 1e-4 * largest, "{base:?} input gradient: {diff:e}");
     }
+}
+
+/// The losses of `steps` LoRA updates (plain backpropagation, clipping at 1, AdamW at lr
+/// 1e-3) of the tiny reference model on the LoRA-step fixture's batch (one image of 2 x 2
+/// crops), from the fixture's PEFT adapter, so that both backends start from the same
+/// values.
+fn lora_losses<B>(steps: usize) -> Vec<f32>
+where
+    B: AutodiffBackend + AttentionBackend,
+    B::InnerBackend: AttentionBackend,
+{
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let fixture = root.join("crates/phi3v-train/tests/data/lora_step");
+    let device = Default::default();
+    let dir = ModelDir::resolve(
+        root.join("crates/phi3v/tests/data/tiny_phi3v")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut model = dir.load_model_with::<B>(&device, None).unwrap().no_grad();
+    import_peft(
+        &mut model,
+        &fixture.join("adapter_init"),
+        &Default::default(),
+    )
+    .unwrap();
+
+    let inputs = Weights::open(fixture.join("inputs.safetensors")).unwrap();
+    let ints = |name: &str| inputs.read_i64(name, inputs.shape(name).unwrap()).unwrap();
+    let (ids, labels, grids) = (ints("input_ids"), ints("labels"), ints("image_grids"));
+    let pshape = inputs.shape("pixel_values").unwrap().to_vec();
+    let pixels = inputs.read_f32("pixel_values", &pshape).unwrap();
+    let t = ids.len();
+    let images = ImageInput {
+        tiles: Tensor::<B, 4>::from_data(
+            TensorData::new(pixels, [pshape[0], pshape[1], pshape[2], pshape[3]]),
+            &device,
+        ),
+        grids: vec![(grids[0] as usize, grids[1] as usize)],
+    };
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
+    let targets = LossTargets::new(&labels, [1, t], &device);
+
+    let mut optimizer = AdamW::new(AdamWConfig::default());
+    (0..steps)
+        .map(|_| {
+            let loss = model
+                .loss(ids.clone(), Some(&images), None, &targets)
+                .unwrap();
+            let value: f32 = loss.clone().into_scalar().elem();
+            let mut sum = GradientSum::<B>::default();
+            sum.add(&mut model, &[], loss);
+            apply_gradients(&mut model, &[], &mut optimizer, sum, 1e-3, 1.0);
+            value
+        })
+        .collect()
+}
+
+/// Training on wgpu gives flex's losses, update after update: the forward, the backward of
+/// every op the step uses (attention included), clipping and AdamW on the GPU path.
+#[test]
+fn wgpu_lora_run_matches_flex() {
+    let steps = 20;
+    let cpu = lora_losses::<Autodiff<Flex>>(steps);
+    let gpu = lora_losses::<Autodiff<Wgpu>>(steps);
+    let worst = cpu
+        .iter()
+        .zip(&gpu)
+        .map(|(a, b)| ((a - b) / a).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!(
+        "{steps} LoRA updates: loss {} -> {} on flex, {} -> {} on wgpu; worst relative \
+         difference {worst:e}",
+        cpu[0],
+        cpu[steps - 1],
+        gpu[0],
+        gpu[steps - 1]
+    );
+    assert!(
+        cpu[steps - 1] < 0.9 * cpu[0],
+        "the run does not learn: {cpu:?}"
+    );
+    assert!(
+        worst <= 1e-4,
+        "wgpu losses {gpu:?} differ from flex's {cpu:?}"
+    );
 }
