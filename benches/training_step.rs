@@ -59,8 +59,15 @@ const ALPHA: f64 = 32.0;
 const LR: f64 = 1e-4;
 const MAX_GRAD_NORM: f64 = 1.0;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The repository: where the bench was built, or, for a bench binary carried to another
+/// machine (scripts/device_check.sh), the folder it runs in.
+fn root() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if built.join("crates").is_dir() {
+        built.to_path_buf()
+    } else {
+        std::env::current_dir().expect("the working folder")
+    }
 }
 
 /// Where the tiny model dir is written (and read by the Python reference).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, as one prepared script (issue 15; the GPU path issue extends it).
+# The checks that need a GPU, as one prepared script (issues 15 and 18).
 #
 #   bash scripts/device_check.sh build   # where crates.io is reachable: builds the CUDA binaries
 #                                        # into device/bin (git-ignored), stripped, to carry
@@ -10,7 +10,7 @@
 # here and `run` there, with device/bin carried (the device tool's `carry: ["device"]`).
 #
 # `run` prints, each step under its own time limit so that the whole stays under 8 minutes on
-# an H100 (PHI3V_BACKEND=flex runs the same steps on the CPU, as a dry run of the script):
+# an H100:
 #  1. the GPU;
 #  2. parity: `phi3v logits` on the committed tiny Phi-3-V (an image prompt, 2 crops) on the GPU
 #     against the same binary on flex, whose logits the tests hold to the PyTorch reference
@@ -18,15 +18,23 @@
 #     reorder sums);
 #  3. training: 30 updates of the README's main job (the tiny model on the sample catalogue)
 #     on the GPU and on flex: the losses of both, which must agree within 1e-3 relative;
-#  4. the "Full size" rows of docs/benchmarks.md (scripts/full_size_bench.sh) on the GPU:
-#     load, text, photo at num_crops 16, and one LoRA update at num_crops 16. Writing the
-#     random 8.3 GB checkpoint first takes about 5 minutes (one core, 29 MB/s on the build
-#     VM), so on a fresh machine this step may end at its 300 s limit before the rows:
-#     FULL_SIZE_ROWS trims the rows, FULL_SIZE_DIR reuses a written checkpoint.
-# Checked here as a dry run on flex (`PHI3V_BACKEND=flex`, python3 with numpy and
-# safetensors on PATH); never yet on a GPU.
-# A failed step prints FAILED with the tail of its log and the script goes on, so one run
-# reports everything; the exit status is the number of failed steps.
+#  4. benches: `benches/attention.rs` (naive, burn's and the memory-efficient kernel, forward
+#     and forward + backward, head_dim 96, up to ATTN_BENCH_MAX_LEN keys, 4096 by default)
+#     and `benches/training_step.rs` (LoRA updates of the tiny and the wide model);
+#  5. the "Full size" rows of docs/benchmarks.md (scripts/full_size_bench.sh) on the GPU:
+#     load, text, photo at num_crops 16, and one LoRA update at num_crops 16 over a bf16 and
+#     over a q4 base, each with its host and GPU peaks. Writing the random 8.3 GB checkpoint
+#     first takes about 5 minutes (one core, 29 MB/s on the build VM), so on a fresh machine
+#     this step may end at its 300 s limit before the rows: FULL_SIZE_ROWS trims the rows,
+#     FULL_SIZE_DIR reuses a written checkpoint;
+#  6. a table: each step, its seconds, PASS or FAILED, and its figure.
+#
+# The dry run, on a machine without a GPU: PHI3V_BACKEND=wgpu on Mesa's lavapipe, at toy
+# sizes (FULL_SIZE_PRESET=tiny, ATTN_BENCH_MAX_LEN=1024):
+#   PHI3V_BACKEND=wgpu FULL_SIZE_PRESET=tiny ATTN_BENCH_MAX_LEN=1024 bash scripts/device_check.sh
+# (python3 with numpy and safetensors on PATH). A failed step prints FAILED with the tail of
+# its log and the script goes on, so one run reports everything; the exit status is the
+# number of failed steps.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,20 +44,45 @@ bins=device/bin
 out=${OUT:-target/device-check}
 start=$(date +%s)
 failures=0
-step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
+summary=()
+step_start=$start
+step() {
+  step_start=$(date +%s)
+  echo; echo "== $* ($(( step_start - start )) s)"
+}
 failed() {
   echo "FAILED: $1"
   [ -f "${2:-}" ] && tail -n 15 "$2" | sed 's/^/    /'
   failures=$((failures + 1))
 }
+# One line of the closing table: the step, its seconds since `step`, PASS or FAILED, a figure.
+record() {
+  summary+=("| $1 | $(( $(date +%s) - step_start )) | $2 | ${3:-} |")
+}
+# PASS when the failure count has not grown since `$1`.
+verdict() { [ "$failures" -eq "$1" ] && echo PASS || echo FAILED; }
+
+BENCHES=(attention training_step)
 
 build() {
-  step "build: phi3v with the $backend backend, and the checkpoint writer"
+  step "build: phi3v and the benches with the $backend backend, and the checkpoint writer"
   local target=target/device-$backend
   CARGO_TARGET_DIR=$target cargo build --release -p phi3v-cli --bin phi3v --features "$backend" || exit 1
   CARGO_TARGET_DIR=$target cargo build --release -p phi3v-testkit --example write_random_model || exit 1
   mkdir -p "$bins"
   cp "$target/release/phi3v" "$target/release/examples/write_random_model" "$bins/"
+  for bench in "${BENCHES[@]}"; do
+    local exe
+    exe=$(CARGO_TARGET_DIR=$target cargo bench --no-run --features "$backend" --bench "$bench" \
+      --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("executable") and m.get("target", {}).get("kind") == ["bench"]:
+        print(m["executable"])')
+    [ -n "$exe" ] || { echo "no executable for bench $bench"; exit 1; }
+    cp "$exe" "$bins/bench_$bench"
+  done
   strip "$bins"/* 2>/dev/null || true
   du -h "$bins"/*
 }
@@ -58,15 +91,20 @@ run() {
   mkdir -p "$out"
   local phi3v=$bins/phi3v
   [ -x "$phi3v" ] || { echo "no $phi3v: run \`bash scripts/device_check.sh build\` first"; exit 1; }
+  local before device
 
   step "the device"
   if [ "$backend" = cuda ]; then
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || failed "nvidia-smi"
+    device=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader) \
+      || failed "nvidia-smi"
   else
-    echo "backend $backend: $(nproc) CPU cores"
+    device="backend $backend on $(nproc) CPU cores"
   fi
+  echo "$device"
+  summary+=("| device | | | ${device:-unknown} |")
 
   step "parity: the tiny Phi-3-V's logits on $backend against flex"
+  before=$failures
   local tiny=crates/phi3v/tests/data/tiny_phi3v
   local prompt=$'<|user|>\n<|image_1|>\nWhat is shown in this image?<|end|>\n<|assistant|>\n'
   for b in flex "$backend"; do
@@ -74,7 +112,8 @@ run() {
       --image "$tiny/coat.png" --out "$out/logits-$b.safetensors" --overwrite \
       >"$out/logits-$b.log" 2>&1 || failed "logits on $b" "$out/logits-$b.log"
   done
-  python3 - "$out/logits-flex.safetensors" "$out/logits-$backend.safetensors" <<'EOF' || failed "logits parity"
+  python3 - "$out/logits-flex.safetensors" "$out/logits-$backend.safetensors" \
+    <<'EOF' | tee "$out/parity.txt" || failed "logits parity"
 import sys
 from safetensors.numpy import load_file
 a, b = (load_file(p) for p in sys.argv[1:3])
@@ -84,8 +123,10 @@ scale = abs(a["logits"]).max()
 print(f"{a['logits'].shape[0]} positions x {a['logits'].shape[1]} logits: max |difference| {diff:.3e} (logits up to {scale:.3f})")
 sys.exit(0 if diff <= 1e-3 else f"max |difference| {diff:.3e} > 1e-3")
 EOF
+  record "logits parity (≤ 1e-3)" "$(verdict "$before")" "$(tail -n 1 "$out/parity.txt" 2>/dev/null)"
 
   step "training: 30 updates of the main job on $backend and on flex"
+  before=$failures
   for b in flex "$backend"; do
     rm -rf "$out/train-$b"
     timeout 240 "$phi3v" --backend "$b" train --run-dir "$out/train-$b" --steps 30 \
@@ -93,7 +134,7 @@ EOF
       --log-every 10 --eval-every 30 --eval-samples 4 --no-tensorboard \
       >"$out/train-$b.log" 2>&1 || failed "training on $b" "$out/train-$b.log"
   done
-  python3 - "$out/train-flex" "$out/train-$backend" <<'EOF' || failed "training parity"
+  python3 - "$out/train-flex" "$out/train-$backend" <<'EOF' | tee "$out/training.txt" || failed "training parity"
 import json, sys
 def losses(run):
     rows = (json.loads(line) for line in open(f"{run}/metrics.jsonl"))
@@ -104,16 +145,40 @@ assert steps, "no common logged step"
 worst = max(abs(a[s] - b[s]) / max(abs(a[s]), 1e-12) for s in steps)
 for s in steps:
     print(f"step {s}: loss flex {a[s]:.6f}, {sys.argv[2].rsplit('-', 1)[-1]} {b[s]:.6f}")
-print(f"largest relative difference {worst:.3e}")
+print(f"largest relative loss difference {worst:.3e}")
 sys.exit(0 if worst <= 1e-3 else f"relative difference {worst:.3e} > 1e-3")
 EOF
+  local speed
+  speed=$(grep -o '[0-9.]* tok/s' "$out/train-$backend.log" 2>/dev/null | tail -n 1)
+  record "30 training updates vs flex (≤ 1e-3)" "$(verdict "$before")" \
+    "$(tail -n 1 "$out/training.txt" 2>/dev/null); ${speed:-no speed logged} on $backend"
+
+  for bench in "${BENCHES[@]}"; do
+    step "bench: $bench on $backend"
+    before=$failures
+    ATTN_BENCH_MAX_LEN=${ATTN_BENCH_MAX_LEN:-4096} timeout 150 "$bins/bench_$bench" --bench \
+      >"$out/bench-$bench.log" 2>&1 || failed "bench $bench" "$out/bench-$bench.log"
+    grep -B1 -E '^\s+time:' "$out/bench-$bench.log" | grep -vE '^--$' | paste - - \
+      | awk '{$1=$1; print}' | tee "$out/bench-$bench.txt"
+    record "bench $bench" "$(verdict "$before")" \
+      "$(wc -l <"$out/bench-$bench.txt") timings in $out/bench-$bench.txt"
+  done
 
   step "the full-size rows on $backend"
+  before=$failures
   PHI3V_BIN_DIR=$bins PHI3V_BACKEND=$backend FULL_SIZE_DIR=${FULL_SIZE_DIR:-$out/full-size} \
-    timeout 300 bash scripts/full_size_bench.sh ${FULL_SIZE_ROWS:-load text photo train} \
-    || failed "full-size rows"
+    timeout 300 bash scripts/full_size_bench.sh ${FULL_SIZE_ROWS:-load text photo train train_q4} \
+    | tee "$out/full-size.txt" || failed "full-size rows"
+  grep -q FAILED "$out/full-size.txt" && failed "a full-size row (above)"
+  record "full-size rows (${FULL_SIZE_PRESET:-full})" "$(verdict "$before")" \
+    "$(grep -c '^| [a-z_0-9]* | peak' "$out/full-size.txt") rows in $out/full-size.txt"
 
-  step "done: $failures failed step(s)"
+  echo
+  echo "== summary: $backend, $(date -u +%Y-%m-%d), $(( $(date +%s) - start )) s"
+  echo "| step | seconds | result | figure |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${summary[@]}"
+  echo "$failures failed step(s)"
   exit "$failures"
 }
 

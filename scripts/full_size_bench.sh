@@ -22,7 +22,9 @@
 #
 # Needs GNU time (/usr/bin/time), about 10 GB of disk and 24 GB of memory. FULL_SIZE_DIR
 # moves the work folder; PHI3V_FEATURES (say `cuda`) and PHI3V_BACKEND run the rows on
-# another backend.
+# another backend; FULL_SIZE_PRESET=tiny (or wide) runs the same rows on a smaller random
+# checkpoint, as scripts/device_check.sh's dry run does. On CUDA each row also reports the
+# GPU's peak memory in use (nvidia-smi, sampled every 100 ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,9 +47,11 @@ else
   bin=target/release/phi3v
   writer=target/release/examples/write_random_model
 fi
+preset=${FULL_SIZE_PRESET:-full}
 model=$work/model
+[ "$preset" = full ] || model=$work/model-$preset
 if [ ! -f "$model/config.json" ]; then
-  "$writer" --preset full --seed 0 --out "$model" \
+  "$writer" --preset "$preset" --seed 0 --out "$model" \
     --tokenizer crates/phi3v-processor/tests/data/tokenizer/tokenizer.json
 fi
 photo=benches/data/photo_800x1000.jpg
@@ -57,8 +61,23 @@ row() {
   local name=$1
   shift
   local err=$work/$name.err
-  if ! /usr/bin/time -v "$@" >"$work/$name.out" 2>"$err"; then
-    echo "| $name | FAILED (see $err) |"
+  local sampler=
+  if [ "$backend" = cuda ] && command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 \
+      >"$work/$name.gpu" 2>/dev/null &
+    sampler=$!
+  fi
+  local status=0
+  /usr/bin/time -v "$@" >"$work/$name.out" 2>"$err" || status=$?
+  local gpu=
+  if [ -n "$sampler" ]; then
+    kill "$sampler" 2>/dev/null
+    wait "$sampler" 2>/dev/null
+    gpu=$(sort -n "$work/$name.gpu" | tail -n 1)
+    gpu=" | GPU peak ${gpu:-?} MiB"
+  fi
+  if [ "$status" -ne 0 ]; then
+    echo "| $name | FAILED (see $err)$gpu |"
     tail -n 5 "$err" | sed 's/^/    /'
     return 0
   fi
@@ -69,7 +88,7 @@ row() {
   cpu=$(awk -F': ' '/Percent of CPU/ { print $2 }' "$err")
   local notes
   notes=$(grep -E '^(weights:|prefill|[0-9]+ tokens in|step [0-9]+/)' "$err" | tr '\n' ';' | sed 's/;$//')
-  echo "| $name | peak ${peak} GB | wall ${wall} | CPU ${cpu} | ${notes} |"
+  echo "| $name | peak ${peak} GB | wall ${wall} | CPU ${cpu}${gpu} | ${notes} |"
 }
 
 echo "| row | peak RSS | wall | CPU | what the row printed |"

@@ -1,5 +1,6 @@
-//! The decoder on the wgpu backend against the same forward on flex (CPU), the products
-//! over a quantized (QLoRA) base on wgpu, which are burn's CubeCL kernels, and 20 LoRA
+//! The decoder on the wgpu backend against the same forward on flex (CPU); inference
+//! attention (burn's fused kernel where the mask allows) for every mask kind; the products
+//! over a quantized (QLoRA) base on wgpu, which are burn's CubeCL kernels; and 20 LoRA
 //! updates of the tiny model on both backends.
 //!
 //! Run with `cargo test --features wgpu --test wgpu_smoke`. On a machine without a GPU,
@@ -12,11 +13,12 @@ use std::path::PathBuf;
 use burn::backend::{Autodiff, Flex, Wgpu};
 use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Distribution, ElementConversion, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Distribution, ElementConversion, FloatDType, Int, Tensor, TensorData};
 use phi3_decoder::{ForwardOptions, LossTargets, Phi3Model};
 use phi3v::{ImageInput, ModelDir};
+use phi3v_nn::attention::TiledOptions;
 use phi3v_nn::mixed::is_quantized;
-use phi3v_nn::{AttentionBackend, BaseDtype, MixedMatmul, Weights};
+use phi3v_nn::{AttentionBackend, AttentionMask, BaseDtype, MixedMatmul, Weights};
 use phi3v_peft::import_peft;
 use phi3v_train::optim::{AdamW, AdamWConfig};
 use phi3v_train::trainer::{apply_gradients, GradientSum};
@@ -223,4 +225,102 @@ fn wgpu_lora_run_matches_flex() {
         worst <= 1e-4,
         "wgpu losses {gpu:?} differ from flex's {cpu:?}"
     );
+}
+
+/// One mask kind attention meets.
+struct MaskCase {
+    name: &'static str,
+    q_len: usize,
+    k_len: usize,
+    /// Causal after this many cached keys; `None`: full attention.
+    past: Option<usize>,
+    sliding_window: Option<usize>,
+    /// The first two keys of each row are padding.
+    padded: bool,
+}
+
+const fn case(
+    name: &'static str,
+    (q_len, k_len): (usize, usize),
+    past: Option<usize>,
+    sliding_window: Option<usize>,
+    padded: bool,
+) -> MaskCase {
+    MaskCase {
+        name,
+        q_len,
+        k_len,
+        past,
+        sliding_window,
+        padded,
+    }
+}
+
+const MASKS: [MaskCase; 7] = [
+    case("full (vision)", (9, 9), None, None, false),
+    case("causal prefill", (9, 9), Some(0), None, false),
+    case("causal prefill, padded", (9, 9), Some(0), None, true),
+    case("decode after a cache, padded", (1, 10), Some(9), None, true),
+    case("chunk after a cache", (3, 10), Some(7), None, false),
+    case("sliding window", (9, 9), Some(0), Some(4), false),
+    case(
+        "window wider than the keys",
+        (9, 9),
+        Some(0),
+        Some(16),
+        true,
+    ),
+];
+
+/// Inference attention on `B` for one of [`MASKS`], on fixed inputs.
+fn attention_output<B: AttentionBackend>(case: &MaskCase) -> Vec<f32> {
+    let (q_len, k_len) = (case.q_len, case.k_len);
+    let device = Default::default();
+    let (batch, heads, dim) = (2, 2, 16);
+    let values = |len: usize, salt: usize| {
+        let data: Vec<f32> = (0..batch * heads * len * dim)
+            .map(|i| ((i * 7919 + salt * 104729) % 2003) as f32 / 1001.0 - 1.0)
+            .collect();
+        Tensor::<B, 4>::from_data(TensorData::new(data, [batch, heads, len, dim]), &device)
+    };
+    let (q, k, v) = (values(q_len, 1), values(k_len, 2), values(k_len, 3));
+    let mut mask = match case.past {
+        Some(past_len) => AttentionMask::causal(past_len),
+        None => AttentionMask::none(),
+    }
+    .with_sliding_window(case.sliding_window);
+    if case.padded {
+        let padding: Vec<bool> = (0..batch * k_len).map(|i| i < 2).collect();
+        let padding =
+            Tensor::<B, 2, Bool>::from_data(TensorData::new(padding, [batch, k_len]), &device);
+        mask = mask.with_padding(Some(padding));
+    }
+    let options = TiledOptions {
+        scale: 1.0 / (dim as f64).sqrt(),
+        block_q: 4,
+        block_k: 4,
+    };
+    B::memory_efficient_attention(q, k, v, &mask, options)
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .unwrap()
+}
+
+/// Inference attention on wgpu (burn's fused kernel where the mask can be said to it, the
+/// tiled kernel otherwise) gives flex's tiled kernel's output, for every mask kind.
+#[test]
+fn wgpu_attention_matches_flex_for_every_mask() {
+    for case in &MASKS {
+        let name = case.name;
+        let cpu = attention_output::<Flex>(case);
+        let gpu = attention_output::<Wgpu>(case);
+        let worst = cpu
+            .iter()
+            .zip(&gpu)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("attention, {name}: wgpu vs flex {worst:e}");
+        assert!(worst <= 1e-4, "{name}: wgpu differs from flex by {worst:e}");
+    }
 }

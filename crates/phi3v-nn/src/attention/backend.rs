@@ -106,10 +106,129 @@ macro_rules! tiled_attention_backend {
 tiled_attention_backend!(burn::backend::Flex);
 #[cfg(feature = "ndarray")]
 tiled_attention_backend!(burn::backend::NdArray);
+
+/// Opts the CubeCL backends in: inference runs burn's fused attention kernel wherever the
+/// mask can be said to it ([`fused_mask`]), and the tiled kernel otherwise. Training keeps
+/// the tiled forward and backward: burn's kernel has no backward, and under autodiff burn
+/// decomposes it into separate matmuls and a softmax over the whole score matrix.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+macro_rules! fused_inference_attention_backend {
+    ($($backend:ty),* $(,)?) => {
+        $(impl AttentionBackend for $backend {
+            fn memory_efficient_attention(
+                q: Tensor<Self, 4>,
+                k: Tensor<Self, 4>,
+                v: Tensor<Self, 4>,
+                mask: &AttentionMask<Self>,
+                options: TiledOptions,
+            ) -> Tensor<Self, 4> {
+                match fused_mask(&q, &k, mask, &options) {
+                    Some((dense, is_causal)) => fused_attention(q, k, v, mask, dense, is_causal),
+                    None => Self::memory_efficient_attention_forward(q, k, v, mask, options).0,
+                }
+            }
+        })*
+    };
+}
+
 #[cfg(feature = "wgpu")]
-tiled_attention_backend!(burn::backend::Wgpu);
+fused_inference_attention_backend!(burn::backend::Wgpu);
 #[cfg(feature = "cuda")]
-tiled_attention_backend!(burn::backend::Cuda);
+fused_inference_attention_backend!(burn::backend::Cuda);
+
+/// burn's fused attention (`burn::tensor::module::attention`) with the mask [`fused_mask`]
+/// made, and the rows that see no key given the tiled kernel's answer, the mean of the
+/// values (the reference's, whose masked scores are a finite minimum): burn's kernel gives
+/// them zeros.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, q_len, head_dim]`
+/// - `k`, `v`: `[batch, heads, k_len, head_dim]`
+/// - returns `[batch, heads, q_len, head_dim]`
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn fused_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: &AttentionMask<B>,
+    dense: Option<Tensor<B, 4, burn::tensor::Bool>>,
+    is_causal: bool,
+) -> Tensor<B, 4> {
+    let [b, h, n, _] = q.dims();
+    let [_, _, m, dv] = v.dims();
+    let empty_rows = mask.fully_masked_rows(n, m, &q.device());
+    let mean_v = empty_rows.as_ref().map(|_| v.clone().mean_dim(2));
+    let out = burn::tensor::module::attention(
+        q,
+        k,
+        v,
+        dense,
+        None,
+        burn::tensor::ops::AttentionModuleOptions {
+            // Unset: burn's CubeCL kernel takes an explicit scale as a reason to fall back
+            // to its unfused path.
+            scale: None,
+            softcap: None,
+            is_causal,
+        },
+    );
+    match (empty_rows, mean_v) {
+        (Some(rows), Some(mean_v)) => out.mask_where(
+            super::tiled::fully_masked_block(&rows, &(0..n), [b, h, dv]),
+            mean_v.expand([b, h, n, dv]),
+        ),
+        _ => out,
+    }
+}
+
+/// `mask` as burn's fused attention takes it, for queries `q` over keys `k`: a boolean mask
+/// (`true` where hidden) of the padding keys, expanded to `[batch, heads, q_len, k_len]`,
+/// and whether the mask is causal. `None` when burn's kernel cannot say the same:
+/// - the scale is not `1 / sqrt(head_dim)` (the only one it applies unasked);
+/// - the mask is causal after cached keys and more than one query (burn aligns causality
+///   to the first key; one query after the cache sees every key, so it needs no causality);
+/// - a sliding window hides some key.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, q_len, head_dim]`, `k`: `[batch, heads, k_len, head_dim]`
+#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
+pub(crate) fn fused_mask<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    mask: &AttentionMask<B>,
+    options: &TiledOptions,
+) -> Option<(Option<Tensor<B, 4, burn::tensor::Bool>>, bool)> {
+    let [batch, heads, q_len, head_dim] = q.dims();
+    let k_len = k.dims()[2];
+    let default_scale = 1.0 / (head_dim as f64).sqrt();
+    if (options.scale - default_scale).abs() > 1e-12 * default_scale {
+        return None;
+    }
+    let past_len = mask.past_len();
+    let is_causal = match (mask.is_causal(), past_len, q_len) {
+        (false, _, _) => false,
+        (true, 0, _) if q_len == k_len => true,
+        (true, _, 1) if past_len + 1 == k_len => false,
+        _ => return None,
+    };
+    // The farthest key a query sees lies `past_len + q_len - 1` behind it (causal), or
+    // `k_len - 1` (not causal).
+    let reach = if mask.is_causal() {
+        past_len + q_len - 1
+    } else {
+        k_len - 1
+    };
+    if mask.sliding_window().is_some_and(|w| reach >= w) {
+        return None;
+    }
+    let dense = mask.padding().map(|padding| {
+        padding
+            .clone()
+            .reshape([batch, 1, 1, k_len])
+            .expand([batch, heads, q_len, k_len])
+    });
+    Some((dense, is_causal))
+}
 
 /// Under autodiff the attention is one node with the tiled backward: the inner backend
 /// runs the forward (keeping only the output and the log-sum-exp) and, later, the
@@ -167,5 +286,68 @@ impl<B: AttentionBackend, C: CheckpointStrategy> AttentionBackend for Autodiff<B
             }
         };
         Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::Bool;
+
+    /// Which masks burn's fused kernel is given, and which stay with the tiled kernel.
+    #[test]
+    fn only_masks_burns_kernel_can_say_are_fused() {
+        let device = Default::default();
+        let qk = |q_len: usize, k_len: usize| {
+            (
+                Tensor::<Flex, 4>::zeros([2, 3, q_len, 8], &device),
+                Tensor::<Flex, 4>::zeros([2, 3, k_len, 8], &device),
+            )
+        };
+        let options = |scale: f64| TiledOptions {
+            scale,
+            block_q: 4,
+            block_k: 4,
+        };
+        let default = options(1.0 / 8f64.sqrt());
+        let fused = |q_len, k_len, mask: AttentionMask<Flex>, options: &TiledOptions| {
+            let (q, k) = qk(q_len, k_len);
+            fused_mask(&q, &k, &mask, options)
+                .map(|(dense, causal)| (dense.map(|d| d.dims()), causal))
+        };
+        // A prefill: causal from the first key.
+        assert_eq!(
+            fused(6, 6, AttentionMask::causal(0), &default),
+            Some((None, true))
+        );
+        // One query after a cache sees every key, so it needs no causality.
+        assert_eq!(
+            fused(1, 7, AttentionMask::causal(6), &default),
+            Some((None, false))
+        );
+        // Several queries after a cache: burn would align causality to the first key.
+        assert_eq!(fused(3, 9, AttentionMask::causal(6), &default), None);
+        // The vision tower's full attention.
+        assert_eq!(
+            fused(5, 5, AttentionMask::none(), &default),
+            Some((None, false))
+        );
+        // Another scale than 1/sqrt(head_dim).
+        assert_eq!(fused(6, 6, AttentionMask::causal(0), &options(0.5)), None);
+        // A window that hides a key, and one that hides none.
+        let windowed = |w| AttentionMask::causal(0).with_sliding_window(Some(w));
+        assert_eq!(fused(6, 6, windowed(5), &default), None);
+        assert_eq!(fused(6, 6, windowed(6), &default), Some((None, true)));
+        // Padding becomes a dense boolean mask over every head and query.
+        let padding = Tensor::<Flex, 2, Bool>::from_data(
+            [[true, false, false, false, false, false], [false; 6]],
+            &device,
+        );
+        let padded = AttentionMask::causal(0).with_padding(Some(padding));
+        assert_eq!(
+            fused(6, 6, padded, &default),
+            Some((Some([2, 3, 6, 6]), true))
+        );
     }
 }
