@@ -20,6 +20,7 @@ use phi3v_nn::attention::TiledOptions;
 use phi3v_nn::mixed::is_quantized;
 use phi3v_nn::{AttentionBackend, AttentionMask, BaseDtype, MixedMatmul, Weights};
 use phi3v_peft::import_peft;
+use phi3v_testkit::max_diff;
 use phi3v_train::optim::{AdamW, AdamWConfig};
 use phi3v_train::trainer::{apply_gradients, GradientSum};
 
@@ -55,29 +56,20 @@ fn wgpu_forward_matches_flex() {
     mask[..5].fill(0);
     let cpu = forward::<Flex>(&ids, &mask);
     let gpu = forward::<Wgpu>(&ids, &mask);
-    assert_eq!(cpu.len(), gpu.len());
-    let worst = cpu
-        .iter()
-        .zip(&gpu)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = max_diff(&cpu, &gpu);
     eprintln!("wgpu vs flex: max abs logit difference {worst:e}");
     assert!(worst <= 1e-3, "wgpu differs from flex by {worst:e}");
 }
 
 /// The largest absolute difference between two tensors, and the largest magnitude of `want`.
-fn max_diff<B: burn::tensor::backend::Backend>(
+fn diff_and_scale<B: burn::tensor::backend::Backend>(
     got: Tensor<B, 2>,
     want: Tensor<B, 2>,
 ) -> (f32, f32) {
     let got = got.into_data().convert::<f32>().to_vec::<f32>().unwrap();
     let want = want.into_data().convert::<f32>().to_vec::<f32>().unwrap();
-    let diff = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    (diff, want.iter().fold(0.0f32, |m, v| m.max(v.abs())))
+    let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    (max_diff(&got, &want), largest)
 }
 
 /// A q8 and a q4 base on wgpu, held as the loader holds it (`[in, out]`, blocks of 32
@@ -99,7 +91,7 @@ fn wgpu_quantized_products_match_the_dequantized_weight() {
         // Rounding moves a value by at most half a step: the block's largest magnitude over
         // 127 (q8) or 7 (q4) steps each way.
         let steps = if base == BaseDtype::Q8 { 127.0 } else { 7.0 };
-        let (rounding, largest) = max_diff(dequantized.clone(), float);
+        let (rounding, largest) = diff_and_scale(dequantized.clone(), float);
         assert!(
             rounding <= largest / steps,
             "{base:?} rounding: {rounding:e}"
@@ -107,13 +99,13 @@ fn wgpu_quantized_products_match_the_dequantized_weight() {
         let x = Tensor::<Wgpu, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
         let dy = Tensor::<Wgpu, 2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
 
-        let (diff, largest) = max_diff(
+        let (diff, largest) = diff_and_scale(
             Wgpu::mixed_matmul(x.clone(), w.clone()),
             x.clone().matmul(dequantized.clone()),
         );
         eprintln!("{base:?} product on wgpu: {diff:e} off, outputs up to {largest}");
         assert!(diff <= 1e-4 * largest, "{base:?} product: {diff:e}");
-        let (diff, largest) = max_diff(
+        let (diff, largest) = diff_and_scale(
             Wgpu::mixed_matmul_transposed(dy.clone(), w.clone()),
             dy.clone().matmul(dequantized.clone().transpose()),
         );
@@ -132,7 +124,7 @@ fn wgpu_quantized_products_match_the_dequantized_weight() {
         );
         let y = A::mixed_matmul(xa.clone(), wa);
         let grads = (y * Tensor::from_inner(dy.clone())).sum().backward();
-        let (diff, largest) = max_diff(
+        let (diff, largest) = diff_and_scale(
             xa.grad(&grads).expect("the input has a gradient"),
             dy.matmul(dequantized.transpose()),
         );
@@ -313,13 +305,10 @@ fn attention_output<B: AttentionBackend>(case: &MaskCase) -> Vec<f32> {
 fn wgpu_attention_matches_flex_for_every_mask() {
     for case in &MASKS {
         let name = case.name;
-        let cpu = attention_output::<Flex>(case);
-        let gpu = attention_output::<Wgpu>(case);
-        let worst = cpu
-            .iter()
-            .zip(&gpu)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = max_diff(
+            &attention_output::<Flex>(case),
+            &attention_output::<Wgpu>(case),
+        );
         eprintln!("attention, {name}: wgpu vs flex {worst:e}");
         assert!(worst <= 1e-4, "{name}: wgpu differs from flex by {worst:e}");
     }
