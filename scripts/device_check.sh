@@ -17,10 +17,14 @@
 #     (1e-4): the largest absolute difference, which must stay within 1e-3 (GPU reductions
 #     reorder sums);
 #  3. training: 30 updates of the README's main job (the tiny model on the sample catalogue)
-#     on the GPU and on flex: the losses of both, which must agree within 1e-3 relative;
+#     on the GPU and on flex. Each backend draws the adapters' initial values and the dropout
+#     masks from its own generator, so the runs share a config, not numbers: both must learn
+#     (the last logged loss under 0.7x the first) and end within 25% of each other. Exact
+#     parity from shared adapters is what tests/wgpu_smoke.rs checks (1e-4, on lavapipe);
 #  4. benches: `benches/attention.rs` (naive, burn's and the memory-efficient kernel, forward
 #     and forward + backward, head_dim 96, up to ATTN_BENCH_MAX_LEN keys, 4096 by default)
-#     and `benches/training_step.rs` (LoRA updates of the tiny and the wide model);
+#     and `benches/training_step.rs` (LoRA updates of the tiny and the wide model;
+#     TRAINING_BENCH_FILTER, a criterion filter, picks some);
 #  5. the "Full size" rows of docs/benchmarks.md (scripts/full_size_bench.sh) on the GPU:
 #     load, text, photo at num_crops 16, and one LoRA update at num_crops 16 over a bf16 and
 #     over a q4 base, each with its host and GPU peaks. Writing the random 8.3 GB checkpoint
@@ -30,8 +34,10 @@
 #  6. a table: each step, its seconds, PASS or FAILED, and its figure.
 #
 # The dry run, on a machine without a GPU: PHI3V_BACKEND=wgpu on Mesa's lavapipe, at toy
-# sizes (FULL_SIZE_PRESET=tiny, ATTN_BENCH_MAX_LEN=1024):
-#   PHI3V_BACKEND=wgpu FULL_SIZE_PRESET=tiny ATTN_BENCH_MAX_LEN=1024 bash scripts/device_check.sh
+# sizes (the tiny preset for the full-size rows, 1024 keys at most, the tiny model's training
+# steps only):
+#   PHI3V_BACKEND=wgpu FULL_SIZE_PRESET=tiny ATTN_BENCH_MAX_LEN=1024 \
+#     TRAINING_BENCH_FILTER=/batch bash scripts/device_check.sh
 # (python3 with numpy and safetensors on PATH). A failed step prints FAILED with the tail of
 # its log and the script goes on, so one run reports everything; the exit status is the
 # number of failed steps.
@@ -141,25 +147,29 @@ def losses(run):
     return {r["step"]: r["value"] for r in rows if r.get("split") == "train" and r.get("name") == "loss"}
 a, b = (losses(r) for r in sys.argv[1:3])
 steps = sorted(set(a) & set(b))
-assert steps, "no common logged step"
-worst = max(abs(a[s] - b[s]) / max(abs(a[s]), 1e-12) for s in steps)
+assert len(steps) >= 2, "fewer than two common logged steps"
 for s in steps:
     print(f"step {s}: loss flex {a[s]:.6f}, {sys.argv[2].rsplit('-', 1)[-1]} {b[s]:.6f}")
-print(f"largest relative loss difference {worst:.3e}")
-sys.exit(0 if worst <= 1e-3 else f"relative difference {worst:.3e} > 1e-3")
+first, last = steps[0], steps[-1]
+learned = all(run[last] < 0.7 * run[first] for run in (a, b))
+gap = abs(a[last] - b[last]) / abs(a[last])
+print(f"both learn: {learned}; last losses {gap:.1%} apart")
+sys.exit(0 if learned and gap <= 0.25 else "a run did not learn, or the last losses are over 25% apart")
 EOF
   local speed
   speed=$(grep -o '[0-9.]* tok/s' "$out/train-$backend.log" 2>/dev/null | tail -n 1)
-  record "30 training updates vs flex (≤ 1e-3)" "$(verdict "$before")" \
+  record "30 training updates, both learn, vs flex (≤ 25%)" "$(verdict "$before")" \
     "$(tail -n 1 "$out/training.txt" 2>/dev/null); ${speed:-no speed logged} on $backend"
 
   for bench in "${BENCHES[@]}"; do
     step "bench: $bench on $backend"
     before=$failures
+    local filter=
+    [ "$bench" = training_step ] && filter=${TRAINING_BENCH_FILTER:-}
     ATTN_BENCH_MAX_LEN=${ATTN_BENCH_MAX_LEN:-4096} timeout 150 "$bins/bench_$bench" --bench \
-      >"$out/bench-$bench.log" 2>&1 || failed "bench $bench" "$out/bench-$bench.log"
-    grep -B1 -E '^\s+time:' "$out/bench-$bench.log" | grep -vE '^--$' | paste - - \
-      | awk '{$1=$1; print}' | tee "$out/bench-$bench.txt"
+      --output-format bencher $filter >"$out/bench-$bench.log" 2>&1 \
+      || failed "bench $bench" "$out/bench-$bench.log"
+    grep '^test ' "$out/bench-$bench.log" | tee "$out/bench-$bench.txt"
     record "bench $bench" "$(verdict "$before")" \
       "$(wc -l <"$out/bench-$bench.txt") timings in $out/bench-$bench.txt"
   done

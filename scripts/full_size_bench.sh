@@ -48,6 +48,10 @@ else
   writer=target/release/examples/write_random_model
 fi
 preset=${FULL_SIZE_PRESET:-full}
+# The rows' resident base: bf16, except on wgpu, which has none (WGSL has no bf16 type) and
+# holds f32 (`auto`).
+base_dtype=bf16
+[ "$backend" = wgpu ] && base_dtype=auto
 model=$work/model
 [ "$preset" = full ] || model=$work/model-$preset
 if [ ! -f "$model/config.json" ]; then
@@ -97,18 +101,18 @@ for r in "${rows[@]}"; do
   case $r in
     load)
       row load "$bin" --backend "$backend" generate --model "$model" --prompt "Hi" \
-        --max-new-tokens 1 --base-dtype bf16 ;;
+        --max-new-tokens 1 --base-dtype "$base_dtype" ;;
     text)
       row text "$bin" --backend "$backend" generate --model "$model" \
-        --prompt "Describe the product in one sentence." --max-new-tokens 32 --base-dtype bf16 ;;
+        --prompt "Describe the product in one sentence." --max-new-tokens 32 --base-dtype "$base_dtype" ;;
     photo)
       row photo "$bin" --backend "$backend" generate --model "$model" --image "$photo" \
-        --prompt "What is shown in this image?" --max-new-tokens 4 --base-dtype bf16 ;;
+        --prompt "What is shown in this image?" --max-new-tokens 4 --base-dtype "$base_dtype" ;;
     load_q4)
       row load_q4 "$bin" --backend "$backend" generate --model "$model" --prompt "Hi" \
         --max-new-tokens 1 --base-dtype q4 ;;
     train | train_q4)
-      base=bf16
+      base=$base_dtype
       [ "$r" = train_q4 ] && base=q4
       rm -rf "$work/run_$base"
       row "$r" "$bin" --backend "$backend" train --model "$model" --sample-rows 4 \
