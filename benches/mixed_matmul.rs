@@ -78,11 +78,11 @@ fn bench(c: &mut Criterion) {
         .quantization
         .expect("q4 is quantized");
     // Laid out `[in, out]` before quantizing, as the loader does.
-    let quantized = Tensor::<Flex, 2>::random([N, K], Distribution::Normal(0.0, 0.02), &device)
-        .transpose()
-        .quantize_dynamic(&scheme);
+    let float =
+        Tensor::<Flex, 2>::random([N, K], Distribution::Normal(0.0, 0.02), &device).transpose();
+    let quantized = float.clone().quantize_dynamic(&scheme);
     // The same values packed two to a byte, as a loaded q4 base holds them.
-    let packed = Flex::pack_frozen(quantized.clone());
+    let packed = Flex::quantize_frozen(float, &scheme);
     let mut group = c.benchmark_group("quantized");
     group
         .sample_size(10)

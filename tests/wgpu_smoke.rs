@@ -85,7 +85,7 @@ fn wgpu_quantized_products_match_the_dequantized_weight() {
         let scheme = base.resolve::<Wgpu>(&device).unwrap().quantization.unwrap();
         let float =
             Tensor::<Wgpu, 2>::random([n, k], Distribution::Normal(0.0, 1.0), &device).transpose();
-        let w = Wgpu::pack_frozen(float.clone().quantize_dynamic(&scheme));
+        let w = Wgpu::quantize_frozen(float.clone(), &scheme);
         assert!(is_quantized(&w));
         let dequantized = Wgpu::widen(w.clone(), FloatDType::F32);
         // Rounding moves a value by at most half a step: the block's largest magnitude over

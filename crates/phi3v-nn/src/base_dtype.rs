@@ -84,7 +84,7 @@ fn quantization_name(scheme: &QuantScheme) -> &'static str {
 /// The block scheme of a quantized base: symmetric values of `value`'s width in blocks of
 /// [`QUANT_BLOCK`], f32 scales, with 4-bit values packed eight per `u32` as burn packs them
 /// (the CubeCL backends quantize into that layout; on flex the loader packs what burn-flex's
-/// quantizer unpacks, see [`MixedMatmul::pack_frozen`](crate::MixedMatmul::pack_frozen)).
+/// quantizer unpacks, see [`MixedMatmul::quantize_frozen`](crate::MixedMatmul::quantize_frozen)).
 fn block_scheme(value: QuantValue) -> QuantScheme {
     QuantScheme::default()
         .with_value(value)

@@ -179,8 +179,8 @@ mod tests {
             .quantization
             .unwrap();
         let weight = Tensor::<burn::backend::Flex, 2>::ones([8, 64], &device);
-        let unpacked = weight.quantize_dynamic(&scheme);
-        let packed = <burn::backend::Flex as crate::MixedMatmul>::pack_frozen(unpacked.clone());
+        let unpacked = weight.clone().quantize_dynamic(&scheme);
+        let packed = <burn::backend::Flex as crate::MixedMatmul>::quantize_frozen(weight, &scheme);
         let scales = 8 * 64 / 32 * 4;
         let quantized = crate::Linear::from_tensors(unpacked, None);
         assert_eq!(resident_bytes(&quantized), 8 * 64 + scales);

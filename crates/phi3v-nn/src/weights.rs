@@ -499,8 +499,8 @@ impl Weights {
     ///
     /// Quantizing runs on `B` itself, which must not be an autodiff backend (burn's autodiff
     /// cannot quantize): a trainable model is loaded on the inner backend and lifted (see
-    /// `phi3v::ModelDir::load_trainable`). The quantized weight is then held as `B`'s
-    /// products read it ([`MixedMatmul::pack_frozen`]).
+    /// `phi3v::ModelDir::load_trainable`). The quantized weight is held as `B`'s products
+    /// read it ([`MixedMatmul::quantize_frozen`]).
     pub fn linear_weight<B: MixedMatmul>(
         &self,
         name: &str,
@@ -512,12 +512,11 @@ impl Weights {
         match self.storage.quantization {
             Some(scheme) if quantizes(name) && d_output.is_multiple_of(block) => {
                 let values = self.read_f32(name, &[d_output, d_input])?;
-                // `[out, in]` f32 (the read), then its `[in, out]` contiguous copy inside
-                // the quantizer, then (on flex) its unpacked values before packing: three
-                // transient copies of this one matrix.
+                // `[out, in]` f32 (the read) is the one whole transient copy; burn's
+                // quantizer copies it to `[in, out]` first, flex's a chunk of rows at a time.
                 let weight: Tensor<B, 2> =
                     Tensor::from_data(TensorData::new(values, [d_output, d_input]), device);
-                Ok(B::pack_frozen(weight.transpose().quantize_dynamic(&scheme)))
+                Ok(B::quantize_frozen(weight.transpose(), &scheme))
             }
             _ => Ok(self
                 .matrix::<B>(name, [d_output, d_input], device)?

@@ -23,7 +23,9 @@
 //! reads it: burn-flex's ops (`dequantize`, `into_data`) expect unpacked values.
 
 use burn::backend::Flex;
-use burn::tensor::quantization::{QTensorPrimitive, QuantLevel, QuantStore, QuantValue};
+use burn::tensor::quantization::{
+    QTensorPrimitive, QuantLevel, QuantScheme, QuantStore, QuantValue,
+};
 use burn::tensor::{Bytes, DType, Tensor, TensorPrimitive};
 use burn_flex::{FlexQTensor, FlexTensor, Layout};
 
@@ -178,6 +180,52 @@ pub(super) fn pack(w: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
 
 /// Value pairs packed per rayon task.
 const PACK_CHUNK: usize = 1 << 16;
+
+/// `w` quantized into `scheme` by burn's own quantizer, and packed where [`pack`] packs.
+///
+/// burn-flex quantizes on one core, after a contiguous copy of the whole (transposed)
+/// weight. A block of the loader's layout never crosses a row, so quantizing chunks of
+/// rows gives the same values and scales: each rayon task copies, quantizes and packs
+/// about [`QUANTIZE_CHUNK`] values, and the parts are joined.
+///
+/// # Shapes
+/// - `w`: `[k, n]`, any strides; returns `[k, n]`
+pub(super) fn quantize(w: Tensor<Flex, 2>, scheme: &QuantScheme) -> Tensor<Flex, 2> {
+    let [k, n] = w.dims();
+    if scheme.level != QuantLevel::block([BLOCK as u8]) || !n.is_multiple_of(BLOCK) || k == 0 {
+        return pack(w.quantize_dynamic(scheme));
+    }
+    let rows = (QUANTIZE_CHUNK / n).max(1);
+    let starts: Vec<usize> = (0..k).step_by(rows).collect();
+    let parts: Vec<FlexQTensor> = starts
+        .into_par_iter()
+        .map(|r0| {
+            let chunk = w.clone().slice([r0..(r0 + rows).min(k), 0..n]);
+            match pack(chunk.quantize_dynamic(scheme)).into_primitive() {
+                TensorPrimitive::QFloat(q) => q,
+                TensorPrimitive::Float(_) => unreachable!("burn quantized the chunk"),
+            }
+        })
+        .collect();
+    let store = parts[0].scheme().store;
+    let mut values = Vec::with_capacity(parts.iter().map(|q| q.tensor().bytes().len()).sum());
+    let mut scales = Vec::with_capacity(k * n / BLOCK);
+    for q in &parts {
+        values.extend(q.tensor().bytes().iter().map(|&b| b as i8));
+        scales.extend_from_slice(q.scales());
+    }
+    let tensor = FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous([k, n].into()),
+        DType::I8,
+    );
+    let joined = FlexQTensor::new(tensor, scheme.with_store(store), scales);
+    Tensor::from_primitive(TensorPrimitive::QFloat(joined))
+}
+
+/// Values quantized per rayon task: a few hundred KB of f32, so that each task's copy and
+/// blocks stay in its core's cache.
+const QUANTIZE_CHUNK: usize = 1 << 16;
 
 /// `w` dequantized to f32, all cores, or `None` when its layout is not the loader's (then
 /// burn's `dequantize` reads it).
@@ -414,6 +462,31 @@ mod tests {
         .into_vec_i8();
         assert_eq!(repacked, values);
         assert_eq!(requantized.scales, qparams.scales);
+    }
+
+    /// Quantizing row chunks on all cores gives what burn's quantizer gives the whole weight
+    /// (then packed), over several chunks of a transposed view, as the loader quantizes.
+    #[test]
+    fn chunked_quantization_is_burns() {
+        let device = Default::default();
+        let (k, n) = (1500, 96);
+        assert!(k * n > 2 * QUANTIZE_CHUNK, "several chunks");
+        for base in [crate::BaseDtype::Q8, crate::BaseDtype::Q4] {
+            let scheme = base.resolve::<Flex>(&device).unwrap().quantization.unwrap();
+            let float = Tensor::<Flex, 2>::random([n, k], Distribution::Normal(0.0, 1.0), &device)
+                .transpose();
+            let parts = |w: Tensor<Flex, 2>| match w.into_primitive() {
+                TensorPrimitive::QFloat(q) => (
+                    *q.scheme(),
+                    q.tensor().bytes().to_vec(),
+                    q.scales().to_vec(),
+                ),
+                TensorPrimitive::Float(_) => panic!("quantized"),
+            };
+            let whole = parts(pack(float.clone().quantize_dynamic(&scheme)));
+            let chunked = parts(quantize(float, &scheme));
+            assert!(whole == chunked, "{base:?}: chunked quantization differs");
+        }
     }
 
     /// Packing leaves q8 weights, and layouts its kernels cannot read, as they are.

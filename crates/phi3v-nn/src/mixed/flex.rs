@@ -17,6 +17,7 @@
 //! dequantized instead of widened (see `blocks.rs`).
 
 use burn::backend::Flex;
+use burn::tensor::quantization::QuantScheme;
 use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
 use burn_flex::{FlexTensor, Layout};
 use half::bf16;
@@ -73,13 +74,9 @@ impl MixedMatmul for Flex {
         }
     }
 
-    /// q4 values packed two to a byte (see `blocks.rs`).
-    fn pack_frozen(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
-        if super::is_quantized(&w) {
-            super::blocks::pack(w)
-        } else {
-            w
-        }
+    /// Row chunks quantized by burn on all cores, q4 packed two to a byte (see `blocks.rs`).
+    fn quantize_frozen(w: Tensor<Self, 2>, scheme: &QuantScheme) -> Tensor<Self, 2> {
+        super::blocks::quantize(w, scheme)
     }
 }
 

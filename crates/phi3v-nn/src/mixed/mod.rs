@@ -32,6 +32,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
+use burn::tensor::quantization::QuantScheme;
 use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
 
 /// A backend that can multiply activations by a weight stored in another float dtype.
@@ -69,17 +70,18 @@ pub trait MixedMatmul: Backend {
         widened(w, dtype)
     }
 
-    /// A freshly quantized frozen weight (`[k, n]`, as the loader makes it) in the form this
-    /// backend's products read, which may differ from the form burn's quantizer returns.
-    /// The provided method keeps it as it is: the CubeCL backends already pack eight 4-bit
-    /// values per `u32`. Flex unpacks them to one `i8` each, as much memory as q8, so it
-    /// packs them two to a byte (see `blocks.rs`).
+    /// A frozen weight (`[k, n]`, as the loader lays it out) quantized with burn's
+    /// quantizer into `scheme`, in the form this backend's products read, which may differ
+    /// from the form burn's quantizer returns. The provided method keeps burn's: the CubeCL
+    /// backends already pack eight 4-bit values per `u32`. Flex unpacks them to one `i8`
+    /// each, as much memory as q8, so it packs them two to a byte, and quantizes row chunks
+    /// on all cores where burn-flex uses one (see `blocks.rs`).
     ///
     /// A packed weight is read through [`MixedMatmul::mixed_matmul`],
     /// [`MixedMatmul::mixed_matmul_transposed`] and [`MixedMatmul::widen`]; burn's own ops
     /// on flex read only the unpacked form.
-    fn pack_frozen(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
-        w
+    fn quantize_frozen(w: Tensor<Self, 2>, scheme: &QuantScheme) -> Tensor<Self, 2> {
+        w.quantize_dynamic(scheme)
     }
 }
 
@@ -291,11 +293,11 @@ mod tests {
             .unwrap()
             .quantization
             .expect("a quantized base dtype");
-        let unpacked =
+        let float =
             Tensor::<B, 2>::random([n, k], Distribution::Normal(0.0, 1.0), &Default::default())
-                .transpose()
-                .quantize_dynamic(&scheme);
-        (B::pack_frozen(unpacked.clone()), unpacked)
+                .transpose();
+        let packed = B::quantize_frozen(float.clone(), &scheme);
+        (packed, float.quantize_dynamic(&scheme))
     }
 
     /// The product with a quantized weight is the product with its dequantized values,
