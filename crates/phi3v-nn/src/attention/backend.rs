@@ -154,10 +154,10 @@ fn fused_attention<B: Backend>(
     dense: Option<Tensor<B, 4, burn::tensor::Bool>>,
     is_causal: bool,
 ) -> Tensor<B, 4> {
-    let [b, h, n, _] = q.dims();
-    let [_, _, m, dv] = v.dims();
-    let empty_rows = mask.fully_masked_rows(n, m, &q.device());
-    let mean_v = empty_rows.as_ref().map(|_| v.clone().mean_dim(2));
+    let (n, m) = (q.dims()[2], k.dims()[2]);
+    let empty_rows = mask
+        .fully_masked_rows(n, m, &q.device())
+        .map(|rows| (rows, v.clone().mean_dim(2)));
     let out = burn::tensor::module::attention(
         q,
         k,
@@ -172,12 +172,9 @@ fn fused_attention<B: Backend>(
             is_causal,
         },
     );
-    match (empty_rows, mean_v) {
-        (Some(rows), Some(mean_v)) => out.mask_where(
-            super::tiled::fully_masked_block(&rows, &(0..n), [b, h, dv]),
-            mean_v.expand([b, h, n, dv]),
-        ),
-        _ => out,
+    match empty_rows {
+        Some((rows, mean_v)) => super::tiled::empty_rows_as_mean(out, &rows, &(0..n), &mean_v),
+        None => out,
     }
 }
 

@@ -91,6 +91,26 @@ pub(crate) fn mask_tile<B: Backend>(
     }
 }
 
+/// `out`, the output of query block `q`, with its rows that see no key set to the naive
+/// path's answer: `mean_v`, the mean of all values.
+///
+/// # Shapes
+/// - `out`: `[batch, heads, q.len(), head_dim]`
+/// - `rows`: `[batch or 1, q_len]`, `true` where a query sees no key
+/// - `mean_v`: `[batch, heads, 1, head_dim]`
+pub(crate) fn empty_rows_as_mean<B: Backend>(
+    out: Tensor<B, 4>,
+    rows: &Tensor<B, 2, Bool>,
+    q: &Range<usize>,
+    mean_v: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let [b, h, bq, dv] = out.dims();
+    out.mask_where(
+        fully_masked_block(rows, q, [b, h, dv]),
+        mean_v.clone().expand([b, h, bq, dv]),
+    )
+}
+
 /// The fully masked rows of query block `q`, ready to broadcast over `[batch, heads, q, n]`.
 pub(crate) fn fully_masked_block<B: Backend>(
     rows: &Tensor<B, 2, Bool>,
@@ -174,10 +194,7 @@ pub fn forward<B: Backend>(
             lse = new_lse;
         }
         if let (Some(rows), Some(mean_v)) = (&empty_rows, &mean_v) {
-            out = out.mask_where(
-                fully_masked_block(rows, &qr, [b, h, dv]),
-                mean_v.clone().expand([b, h, bq, dv]),
-            );
+            out = empty_rows_as_mean(out, rows, &qr, mean_v);
             lse = lse.mask_fill(fully_masked_block(rows, &qr, [b, h, 1]), EMPTY_ROW_LSE);
         }
         outs.push(out);

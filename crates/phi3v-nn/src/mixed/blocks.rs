@@ -193,7 +193,8 @@ const PACK_CHUNK: usize = 1 << 16;
 pub(super) fn quantize(w: Tensor<Flex, 2>, scheme: &QuantScheme) -> Tensor<Flex, 2> {
     let [k, n] = w.dims();
     if scheme.level != QuantLevel::block([BLOCK as u8]) || !n.is_multiple_of(BLOCK) || k == 0 {
-        return pack(w.quantize_dynamic(scheme));
+        // Not the loader's layout: burn's quantizer whole, which `pack` would leave as is.
+        return w.quantize_dynamic(scheme);
     }
     let rows = (QUANTIZE_CHUNK / n).max(1);
     let starts: Vec<usize> = (0..k).step_by(rows).collect();
@@ -208,10 +209,11 @@ pub(super) fn quantize(w: Tensor<Flex, 2>, scheme: &QuantScheme) -> Tensor<Flex,
         })
         .collect();
     let store = parts[0].scheme().store;
-    let mut values = Vec::with_capacity(parts.iter().map(|q| q.tensor().bytes().len()).sum());
+    // Bytes, whether they hold `i8` values or nibble pairs: the dtype below says `I8`.
+    let mut values = Vec::<u8>::with_capacity(parts.iter().map(|q| q.tensor().bytes().len()).sum());
     let mut scales = Vec::with_capacity(k * n / BLOCK);
     for q in &parts {
-        values.extend(q.tensor().bytes().iter().map(|&b| b as i8));
+        values.extend_from_slice(q.tensor().bytes());
         scales.extend_from_slice(q.scales());
     }
     let tensor = FlexTensor::new(
