@@ -15,9 +15,11 @@ use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, Distribution, ElementConversion, FloatDType, Int, Tensor, TensorData};
 use phi3_decoder::{ForwardOptions, LossTargets, Phi3Model};
+use phi3v::vision::ImageEmbedding;
 use phi3v::{ImageInput, ModelDir};
 use phi3v_nn::attention::TiledOptions;
 use phi3v_nn::mixed::is_quantized;
+use phi3v_nn::AttentionKernel;
 use phi3v_nn::{AttentionBackend, AttentionMask, BaseDtype, MixedMatmul, Weights};
 use phi3v_peft::import_peft;
 use phi3v_testkit::max_diff;
@@ -157,6 +159,17 @@ where
         &Default::default(),
     )
     .unwrap();
+    // Both towers on the memory-efficient kernel: on wgpu, the fused CubeCL forward and
+    // backward; on flex, the tiled one.
+    let kernel = AttentionKernel::MemoryEfficient {
+        block_q: 16,
+        block_k: 16,
+    };
+    model.decoder = model.decoder.with_attention_kernel(kernel);
+    model.vision_embed_tokens = model.vision_embed_tokens.map(|vision| ImageEmbedding {
+        img_processor: vision.img_processor.with_attention_kernel(kernel),
+        ..vision
+    });
 
     let inputs = Weights::open(fixture.join("inputs.safetensors")).unwrap();
     let ints = |name: &str| inputs.read_i64(name, inputs.shape(name).unwrap()).unwrap();
@@ -194,8 +207,13 @@ where
 #[test]
 fn wgpu_lora_run_matches_flex() {
     let steps = 20;
+    let runs = phi3v_nn::attention::autodiff_backward_runs();
     let cpu = lora_losses::<Autodiff<Flex>>(steps);
     let gpu = lora_losses::<Autodiff<Wgpu>>(steps);
+    assert!(
+        phi3v_nn::attention::autodiff_backward_runs() > runs,
+        "the run never took the memory-efficient attention's backward"
+    );
     let worst = cpu
         .iter()
         .zip(&gpu)
@@ -224,6 +242,7 @@ struct MaskCase {
     name: &'static str,
     q_len: usize,
     k_len: usize,
+    head_dim: usize,
     /// Causal after this many cached keys; `None`: full attention.
     past: Option<usize>,
     sliding_window: Option<usize>,
@@ -231,6 +250,8 @@ struct MaskCase {
     padded: bool,
 }
 
+/// A case at head dimension 64 (CLIP's). At 16, lavapipe's LLVM unrolls the fused
+/// kernels' loops in full and takes 10-30 s to compile each variant.
 const fn case(
     name: &'static str,
     (q_len, k_len): (usize, usize),
@@ -242,6 +263,7 @@ const fn case(
         name,
         q_len,
         k_len,
+        head_dim: 64,
         past,
         sliding_window,
         padded,
@@ -264,46 +286,147 @@ const MASKS: [MaskCase; 7] = [
     ),
 ];
 
-/// Inference attention on `B` for one of [`MASKS`], on fixed inputs.
-fn attention_output<B: AttentionBackend>(case: &MaskCase) -> Vec<f32> {
-    let (q_len, k_len) = (case.q_len, case.k_len);
-    let device = Default::default();
-    let (batch, heads, dim) = (2, 2, 16);
-    let values = |len: usize, salt: usize| {
-        let data: Vec<f32> = (0..batch * heads * len * dim)
-            .map(|i| ((i * 7919 + salt * 104729) % 2003) as f32 / 1001.0 - 1.0)
-            .collect();
-        Tensor::<B, 4>::from_data(TensorData::new(data, [batch, heads, len, dim]), &device)
-    };
-    let (q, k, v) = (values(q_len, 1), values(k_len, 2), values(k_len, 3));
-    let mut mask = match case.past {
+/// The same cases at lengths that span several of the fused kernels' cubes (64 rows) and
+/// shared-memory tiles (32 keys), at the head dimensions of Phi-3 (96) and CLIP (64).
+const LONG_MASKS: [MaskCase; 5] = [
+    long(
+        case("full (vision), long", (150, 150), None, None, false),
+        64,
+    ),
+    long(
+        case(
+            "causal prefill, padded, long",
+            (140, 140),
+            Some(0),
+            None,
+            true,
+        ),
+        96,
+    ),
+    long(
+        case(
+            "chunk after a cache, long",
+            (70, 200),
+            Some(130),
+            None,
+            true,
+        ),
+        96,
+    ),
+    long(
+        case("sliding window, long", (160, 160), Some(0), Some(50), false),
+        96,
+    ),
+    long(
+        case(
+            "window after a cache, long",
+            (40, 120),
+            Some(80),
+            Some(45),
+            true,
+        ),
+        96,
+    ),
+];
+
+const fn long(case: MaskCase, head_dim: usize) -> MaskCase {
+    MaskCase { head_dim, ..case }
+}
+
+/// Fixed, varied inputs of `[batch, heads, len, head_dim]`.
+fn values<B: burn::tensor::backend::Backend>(
+    [batch, heads, len, dim]: [usize; 4],
+    salt: usize,
+) -> Tensor<B, 4> {
+    let data: Vec<f32> = (0..batch * heads * len * dim)
+        .map(|i| ((i * 7919 + salt * 104729) % 2003) as f32 / 1001.0 - 1.0)
+        .collect();
+    Tensor::<B, 4>::from_data(
+        TensorData::new(data, [batch, heads, len, dim]),
+        &Default::default(),
+    )
+}
+
+/// The mask of `case`: causal or full, its window, and padding of the first two keys of
+/// the first batch row (so that a causal query 0 or 1 there sees no key).
+fn case_mask<B: burn::tensor::backend::Backend>(case: &MaskCase, batch: usize) -> AttentionMask<B> {
+    let mask = match case.past {
         Some(past_len) => AttentionMask::causal(past_len),
         None => AttentionMask::none(),
     }
     .with_sliding_window(case.sliding_window);
-    if case.padded {
-        let padding: Vec<bool> = (0..batch * k_len).map(|i| i < 2).collect();
-        let padding =
-            Tensor::<B, 2, Bool>::from_data(TensorData::new(padding, [batch, k_len]), &device);
-        mask = mask.with_padding(Some(padding));
+    if !case.padded {
+        return mask;
     }
-    let options = TiledOptions {
-        scale: 1.0 / (dim as f64).sqrt(),
-        block_q: 4,
-        block_k: 4,
-    };
-    B::memory_efficient_attention(q, k, v, &mask, options)
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .unwrap()
+    let k_len = case.k_len;
+    let padding: Vec<bool> = (0..batch * k_len).map(|i| i < 2).collect();
+    let padding = Tensor::<B, 2, Bool>::from_data(
+        TensorData::new(padding, [batch, k_len]),
+        &Default::default(),
+    );
+    mask.with_padding(Some(padding))
 }
 
-/// Inference attention on wgpu (burn's fused kernel where the mask can be said to it, the
-/// tiled kernel otherwise) gives flex's tiled kernel's output, for every mask kind.
+fn case_options(case: &MaskCase) -> TiledOptions {
+    TiledOptions {
+        scale: 1.0 / (case.head_dim as f64).sqrt(),
+        block_q: 16,
+        block_k: 16,
+    }
+}
+
+fn host<B: burn::tensor::backend::Backend>(t: Tensor<B, 4>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+/// Training attention on `B` for one case: the output and log-sum-exp of the forward that
+/// training runs, and the gradients of `q`, `k` and `v` of `sum(out * w)` through the
+/// attention's autodiff node.
+fn attention_training<B>(case: &MaskCase) -> [Vec<f32>; 5]
+where
+    B: AutodiffBackend + AttentionBackend,
+    B::InnerBackend: AttentionBackend,
+{
+    let (batch, heads) = (2, 3);
+    let qd = [batch, heads, case.q_len, case.head_dim];
+    let kd = [batch, heads, case.k_len, case.head_dim];
+    let options = case_options(case);
+    let inner_mask = case_mask::<B::InnerBackend>(case, batch);
+    let (out, lse) = B::InnerBackend::memory_efficient_attention_forward(
+        values(qd, 1),
+        values(kd, 2),
+        values(kd, 3),
+        &inner_mask,
+        options,
+    );
+    let [q, k, v] = [values::<B>(qd, 1), values(kd, 2), values(kd, 3)].map(|t| t.require_grad());
+    let mask = case_mask::<B>(case, batch);
+    let attended = B::memory_efficient_attention(q.clone(), k.clone(), v.clone(), &mask, options);
+    let grads = (attended * values::<B>(qd, 4)).sum().backward();
+    let grad = |t: &Tensor<B, 4>| host(t.grad(&grads).unwrap());
+    [host(out), host(lse), grad(&q), grad(&k), grad(&v)]
+}
+
+/// Inference attention on `B` for one case, on fixed inputs.
+fn attention_output<B: AttentionBackend>(case: &MaskCase) -> Vec<f32> {
+    let batch = 2;
+    let qd = [batch, 2, case.q_len, case.head_dim];
+    let kd = [batch, 2, case.k_len, case.head_dim];
+    let mask = case_mask::<B>(case, batch);
+    host(B::memory_efficient_attention(
+        values(qd, 1),
+        values(kd, 2),
+        values(kd, 3),
+        &mask,
+        case_options(case),
+    ))
+}
+
+/// Inference attention on wgpu (burn's fused kernel where the mask can be said to it, our
+/// fused kernel otherwise) gives flex's tiled kernel's output, for every mask kind.
 #[test]
 fn wgpu_attention_matches_flex_for_every_mask() {
-    for case in &MASKS {
+    for case in MASKS.iter().chain(&LONG_MASKS) {
         let name = case.name;
         let worst = max_diff(
             &attention_output::<Flex>(case),
@@ -312,4 +435,40 @@ fn wgpu_attention_matches_flex_for_every_mask() {
         eprintln!("attention, {name}: wgpu vs flex {worst:e}");
         assert!(worst <= 1e-4, "{name}: wgpu differs from flex by {worst:e}");
     }
+}
+
+/// The fused training attention on wgpu (our CubeCL forward, which saves the log-sum-exp,
+/// and our CubeCL backward, one autodiff node) gives flex's tiled kernel's output,
+/// log-sum-exp and gradients, for every mask kind, in one tile and across many.
+#[test]
+fn wgpu_fused_training_attention_matches_flex_for_every_mask() {
+    let runs = phi3v_nn::attention::autodiff_backward_runs();
+    for case in MASKS.iter().chain(&LONG_MASKS) {
+        let name = case.name;
+        let cpu = attention_training::<Autodiff<Flex>>(case);
+        let gpu = attention_training::<Autodiff<Wgpu>>(case);
+        let parts = ["output", "log-sum-exp", "dq", "dk", "dv"];
+        let worst: Vec<f32> = cpu.iter().zip(&gpu).map(|(c, g)| max_diff(c, g)).collect();
+        eprintln!("training attention, {name}: wgpu vs flex {worst:?} ({parts:?})");
+        for (part, worst) in parts.iter().zip(&worst) {
+            assert!(
+                *worst <= 1e-4,
+                "{name}: the {part} on wgpu differs from flex by {worst:e}"
+            );
+        }
+        let scale = cpu[2..]
+            .iter()
+            .flatten()
+            .fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(
+            scale > 1e-2,
+            "{name}: the gradients vanish, so they test nothing"
+        );
+    }
+    // Both backends ran the attention's own autodiff node, once per case.
+    let cases = MASKS.len() + LONG_MASKS.len();
+    assert_eq!(
+        phi3v_nn::attention::autodiff_backward_runs() - runs,
+        2 * cases
+    );
 }

@@ -107,12 +107,17 @@ tiled_attention_backend!(burn::backend::Flex);
 #[cfg(feature = "ndarray")]
 tiled_attention_backend!(burn::backend::NdArray);
 
-/// Opts the CubeCL backends in: inference runs burn's fused attention kernel wherever the
-/// mask can be said to it ([`fused_mask`]), and the tiled kernel otherwise. Training keeps
-/// the tiled forward and backward: burn's kernel has no backward, and under autodiff burn
-/// decomposes it into separate matmuls and a softmax over the whole score matrix.
+/// Opts the CubeCL backends in, with fused kernels throughout:
+/// - inference runs burn's fused attention kernel wherever the mask can be said to it
+///   ([`fused_mask`]), and our fused forward ([`super::cube`]) otherwise;
+/// - training runs our fused forward, which also saves the log-sum-exp, and our fused
+///   backward. burn's kernel has no backward, and under autodiff burn decomposes it into
+///   separate matmuls and a softmax over the whole score matrix.
+///
+/// Head dimensions above [`super::cube::MAX_HEAD_DIM`] (none in Phi-3-V) keep the tiled
+/// kernel of tensor ops.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-macro_rules! fused_inference_attention_backend {
+macro_rules! fused_attention_backend {
     ($($backend:ty),* $(,)?) => {
         $(impl AttentionBackend for $backend {
             fn memory_efficient_attention(
@@ -127,14 +132,39 @@ macro_rules! fused_inference_attention_backend {
                     None => Self::memory_efficient_attention_forward(q, k, v, mask, options).0,
                 }
             }
+
+            fn memory_efficient_attention_forward(
+                q: Tensor<Self, 4>,
+                k: Tensor<Self, 4>,
+                v: Tensor<Self, 4>,
+                mask: &AttentionMask<Self>,
+                options: TiledOptions,
+            ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+                if q.dims()[3] > super::cube::MAX_HEAD_DIM {
+                    return forward(q, k, v, mask, options);
+                }
+                super::cube::flash_forward(q, k, v, mask, options)
+            }
+
+            fn memory_efficient_attention_backward(
+                saved: AttentionResiduals<Self>,
+                grad: Tensor<Self, 4>,
+                mask: &AttentionMask<Self>,
+                options: TiledOptions,
+            ) -> [Tensor<Self, 4>; 3] {
+                if saved.q.dims()[3] > super::cube::MAX_HEAD_DIM {
+                    return backward(saved, grad, mask, options);
+                }
+                super::cube::flash_backward(saved, grad, mask, options)
+            }
         })*
     };
 }
 
 #[cfg(feature = "wgpu")]
-fused_inference_attention_backend!(burn::backend::Wgpu);
+fused_attention_backend!(burn::backend::Wgpu);
 #[cfg(feature = "cuda")]
-fused_inference_attention_backend!(burn::backend::Cuda);
+fused_attention_backend!(burn::backend::Cuda);
 
 /// burn's fused attention (`burn::tensor::module::attention`) with the mask [`fused_mask`]
 /// made, and the rows that see no key given the tiled kernel's answer, the mean of the

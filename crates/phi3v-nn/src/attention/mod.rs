@@ -14,6 +14,8 @@
 
 mod backend;
 mod backward;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube;
 mod mask;
 mod naive;
 mod tiled;
@@ -22,6 +24,8 @@ use burn::tensor::Tensor;
 
 pub use backend::{AttentionBackend, AttentionResiduals};
 pub use backward::{autodiff_backward_runs, backward as tiled_backward};
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub use cube::{flash_backward, flash_forward, MAX_HEAD_DIM};
 pub use mask::{causal_mask, AttentionMask};
 pub use naive::{naive_attention, MASK_VALUE};
 pub use tiled::{forward as tiled_forward, TiledOptions, EMPTY_ROW_LSE};
