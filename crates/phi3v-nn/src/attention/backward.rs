@@ -22,11 +22,11 @@ use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::autodiff::NodeId;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{Bool, Tensor, TensorPrimitive};
 
 use super::backend::{AttentionBackend, AttentionResiduals};
 use super::mask::{AttentionMask, TileKind};
-use super::tiled::{blocks, fully_masked_block, mask_tile, TiledOptions};
+use super::tiled::{blocks, mask_tile, TiledOptions};
 
 /// The tiled backward.
 ///
@@ -121,33 +121,32 @@ pub fn backward<B: Backend>(
     };
     let dk = gather(dk, d);
     let mut dv_full = gather(dv_blocks, dv);
-    if let Some(uniform) = empty_rows_value_grad(&grad, mask, m) {
-        dv_full = dv_full + uniform;
+    if let Some(rows) = mask.fully_masked_rows(n, m, &device) {
+        let pb = rows.dims()[0];
+        dv_full = dv_full + empty_rows_value_grad(&grad, rows.reshape([pb, 1, n, 1]), m);
     }
     [Tensor::cat(dq_blocks, 2), dk, dv_full]
 }
 
-/// The values' gradient from the rows that see no key, `None` when every row sees one.
-/// Such a row attends uniformly to all `k_len` keys in the naive path (its masked scores
-/// are all the same finite minimum), so it sends `dO_i / k_len` to every value.
+/// The values' gradient from the rows that see no key. Such a row attends uniformly to
+/// all `k_len` keys in the naive path (its masked scores are all the same finite minimum),
+/// so it sends `dO_i / k_len` to every value.
 ///
 /// # Shapes
 /// - `grad`: `[batch, heads, q_len, head_dim]`, the gradient of the output
+/// - `rows`: `[batch or 1, heads or 1, q_len, 1]`, `true` where a query sees no key
 /// - returns `[batch, heads, k_len, head_dim]`
 pub(crate) fn empty_rows_value_grad<B: Backend>(
     grad: &Tensor<B, 4>,
-    mask: &AttentionMask<B>,
+    rows: Tensor<B, 4, Bool>,
     k_len: usize,
-) -> Option<Tensor<B, 4>> {
+) -> Tensor<B, 4> {
     let [b, h, n, dv] = grad.dims();
-    let rows = mask.fully_masked_rows(n, k_len, &grad.device())?;
-    let rows = fully_masked_block(&rows, &(0..n), [b, h, dv]);
-    let uniform = grad
-        .clone()
-        .mask_fill(rows.bool_not(), 0.0)
+    grad.clone()
+        .mask_fill(rows.expand([b, h, n, dv]).bool_not(), 0.0)
         .sum_dim(2)
-        .div_scalar(k_len as f64);
-    Some(uniform.expand([b, h, k_len, dv]))
+        .div_scalar(k_len as f64)
+        .expand([b, h, k_len, dv])
 }
 
 fn add<B: Backend>(acc: Option<Tensor<B, 4>>, x: Tensor<B, 4>) -> Tensor<B, 4> {

@@ -6,7 +6,7 @@
 //! mask at 128K tokens would be a 16 GiB tensor on its own.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
@@ -64,9 +64,10 @@ pub fn causal_mask<B: Backend>(
 /// - a sliding window `w` is set: `past_len + i - j < w`;
 /// - padding is set: key `j` of that batch row is not padding.
 ///
-/// The padding mask is copied to the host once, when it is attached, so that every
-/// attention call that shares this mask (one per layer) can tell which key tiles need
-/// padding at all and which query rows see no key, without a device round trip.
+/// The padding mask is copied to the host the first time a kernel asks which key tiles
+/// need padding or which query rows see no key (the tiled and the naive kernels), and
+/// once for every attention call that shares this mask (one per layer). The fused GPU
+/// kernels never ask, so a training step on the GPU does not wait for that copy.
 #[derive(Clone, Debug)]
 pub struct AttentionMask<B: Backend> {
     causal: bool,
@@ -79,10 +80,23 @@ pub struct AttentionMask<B: Backend> {
 struct Padding<B: Backend> {
     /// `[batch, k_len]`, `true` at padding.
     tensor: Tensor<B, 2, Bool>,
-    /// The same, row-major, on the host.
-    host: Arc<Vec<bool>>,
+    /// The same, row-major, on the host: read back on first use, shared by clones.
+    host: Arc<OnceLock<Vec<bool>>>,
     batch: usize,
     len: usize,
+}
+
+impl<B: Backend> Padding<B> {
+    /// The mask on the host, row-major, read back on first use.
+    fn host(&self) -> &[bool] {
+        self.host.get_or_init(|| {
+            self.tensor
+                .to_data()
+                .convert::<bool>()
+                .to_vec::<bool>()
+                .expect("a bool padding mask")
+        })
+    }
 }
 
 /// How the structural (causal and window) rules cover a `[q, k]` tile.
@@ -124,22 +138,18 @@ impl<B: Backend> AttentionMask<B> {
 
     /// Hides padding keys.
     ///
-    /// This reads the mask back to the host once (it is `batch * k_len` booleans); share
-    /// one `AttentionMask` across layers to pay that once per forward.
+    /// Kernels that need the mask on the host read it back once, on first use
+    /// (`batch * k_len` booleans); share one `AttentionMask` across layers to pay that
+    /// once per forward.
     ///
     /// # Shapes
     /// - `padding`: `[batch, k_len]`, `true` at padding positions
     pub fn with_padding(mut self, padding: Option<Tensor<B, 2, Bool>>) -> Self {
         self.padding = padding.map(|tensor| {
             let [batch, len] = tensor.dims();
-            let host = tensor
-                .to_data()
-                .convert::<bool>()
-                .to_vec::<bool>()
-                .expect("a bool padding mask");
             Padding {
                 tensor,
-                host: Arc::new(host),
+                host: Arc::default(),
                 batch,
                 len,
             }
@@ -162,6 +172,15 @@ impl<B: Backend> AttentionMask<B> {
     /// `[batch, k_len]`, `true` at padding.
     pub fn padding(&self) -> Option<&Tensor<B, 2, Bool>> {
         self.padding.as_ref().map(|p| &p.tensor)
+    }
+
+    /// Whether the padding has been copied to the host (a device round trip). The fused
+    /// GPU kernels never copy it; tests check that they do not.
+    #[doc(hidden)]
+    pub fn padding_read_back(&self) -> bool {
+        self.padding
+            .as_ref()
+            .is_some_and(|p| p.host.get().is_some())
     }
 
     /// The same rules over another backend's tensors (used by the autodiff backend to
@@ -295,7 +314,7 @@ impl<B: Backend> AttentionMask<B> {
     pub(crate) fn padding_tile(&self, k: &Range<usize>) -> Option<Tensor<B, 2, Bool>> {
         let p = self.padding.as_ref()?;
         let any =
-            (0..p.batch).any(|b| p.host[b * p.len + k.start..b * p.len + k.end].contains(&true));
+            (0..p.batch).any(|b| p.host()[b * p.len + k.start..b * p.len + k.end].contains(&true));
         any.then(|| p.tensor.clone().slice([0..p.batch, k.clone()]))
     }
 
@@ -335,7 +354,7 @@ impl<B: Backend> AttentionMask<B> {
             Some(p) => {
                 let mut rows = Vec::with_capacity(p.batch * q_len);
                 for b in 0..p.batch {
-                    let pad = &p.host[b * p.len..(b + 1) * p.len];
+                    let pad = &p.host()[b * p.len..(b + 1) * p.len];
                     // visible[j] = number of non-padding keys before j.
                     let mut visible = Vec::with_capacity(k_len + 1);
                     visible.push(0usize);

@@ -34,7 +34,7 @@
 
 mod kernels;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Tensor};
 use burn_cubecl::cubecl::prelude::{CubeCount, CubeDim};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
@@ -42,7 +42,7 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use super::backend::AttentionResiduals;
 use super::backward::empty_rows_value_grad;
 use super::mask::AttentionMask;
-use super::tiled::{empty_rows_as_mean, TiledOptions, EMPTY_ROW_LSE};
+use super::tiled::{TiledOptions, EMPTY_ROW_LSE};
 use kernels::{flash_forward_kernel, flash_key_grads_kernel, flash_query_grads_kernel};
 
 /// Queries per cube in the forward and the query-gradient kernel, and keys per cube in
@@ -188,8 +188,11 @@ where
         mask.padding().is_some(),
         dtype.into(),
     );
-    let out = match mask.fully_masked_rows(q_len, k_len, &device) {
-        Some(rows) => empty_rows_as_mean(out, &rows, &(0..q_len), &v.mean_dim(2)),
+    let out = match empty_rows(mask, &lse, k_len) {
+        Some(rows) => {
+            let shape = out.dims();
+            out.mask_where(rows.expand(shape), v.mean_dim(2).expand(shape))
+        }
         None => out,
     };
     (out, lse)
@@ -233,6 +236,7 @@ where
     let dk = Cube4::<R, F, I, BT>::empty(k.dims(), &device);
     let dv = Cube4::<R, F, I, BT>::empty(v.dims(), &device);
     let padding = padding_arg(mask, &device);
+    let saved_lse = lse.clone();
     let [q_p, k_p, v_p, g_p, lse_p, dot_p] = [q, k, v, grad.clone(), lse, row_dot].map(primitive);
     let [dq_p, dk_p, dv_p] = [dq.clone(), dk.clone(), dv.clone()].map(primitive);
     let client = dq_p.client.clone();
@@ -286,9 +290,36 @@ where
         padded,
         dtype.into(),
     );
-    let dv = match empty_rows_value_grad(&grad, mask, k_len) {
-        Some(uniform) => dv + uniform,
+    let dv = match empty_rows(mask, &saved_lse, k_len) {
+        Some(rows) => dv + empty_rows_value_grad(&grad, rows, k_len),
         None => dv,
     };
     [dq, dk, dv]
+}
+
+/// The rows that see no key, which the tiled kernel gives the mean of the values (and
+/// their uniform gradient): `[batch or 1, heads or 1, q_len, 1]`, `None` when no row can
+/// be one. With padding they are read from the log-sum-exp on the device, where the
+/// kernels wrote [`EMPTY_ROW_LSE`] for them, so that the padding never has to come to
+/// the host; otherwise they follow from the structural rules alone.
+///
+/// # Shapes
+/// - `lse`: `[batch, heads, q_len, 1]`
+fn empty_rows<R, F, I, BT>(
+    mask: &AttentionMask<Cube<R, F, I, BT>>,
+    lse: &Cube4<R, F, I, BT>,
+    k_len: usize,
+) -> Option<Tensor<Cube<R, F, I, BT>, 4, Bool>>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    if mask.padding().is_some() {
+        return Some(lse.clone().greater_equal_elem(EMPTY_ROW_LSE));
+    }
+    let q_len = lse.dims()[2];
+    mask.fully_masked_rows(q_len, k_len, &lse.device())
+        .map(|rows| rows.reshape([1, 1, q_len, 1]))
 }
