@@ -5,7 +5,8 @@
 //! - `burn`: burn's built-in `burn::tensor::module::attention` with `is_causal`; on flex
 //!   its forward is a fused CPU flash attention, under autodiff it is decomposed;
 //! - `tiled`: the memory-efficient kernel (`AttentionKernel::memory_efficient()`), with
-//!   its own backward under autodiff.
+//!   its own backward under autodiff: tile by tile in tensor ops on the CPU backends, the
+//!   fused CubeCL kernels (forward, and FlashAttention-2's backward) on wgpu and CUDA.
 //!
 //! Two groups: `attention_forward` (plain backend) and `attention_forward_backward`
 //! (autodiff backend; the loss is `out.sum()`).

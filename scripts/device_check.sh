@@ -22,7 +22,9 @@
 #     (the last logged loss under 0.7x the first) and end within 25% of each other. Exact
 #     parity from shared adapters is what tests/wgpu_smoke.rs checks (1e-4, on lavapipe);
 #  4. benches: `benches/attention.rs` (naive, burn's and the memory-efficient kernel, forward
-#     and forward + backward, head_dim 96, up to ATTN_BENCH_MAX_LEN keys, 4096 by default)
+#     and forward + backward, head_dim 96, up to ATTN_BENCH_MAX_LEN keys, 4096 by default;
+#     on a GPU the memory-efficient kernel is our fused CubeCL forward and backward, and the
+#     table gives its forward + backward at the longest length in TFLOP/s)
 #     and `benches/training_step.rs` (LoRA updates of the tiny and the wide model;
 #     TRAINING_BENCH_FILTER, a criterion filter, picks some);
 #  5. the "Full size" rows of docs/benchmarks.md (scripts/full_size_bench.sh) on the GPU:
@@ -170,8 +172,21 @@ EOF
       --output-format bencher $filter >"$out/bench-$bench.log" 2>&1 \
       || failed "bench $bench" "$out/bench-$bench.log"
     grep '^test ' "$out/bench-$bench.log" | tee "$out/bench-$bench.txt"
+    local rate=
+    if [ "$bench" = attention ]; then
+      # The memory-efficient kernel's forward + backward (the fused CubeCL kernels on a GPU)
+      # as FLOP/s, by FlashAttention's count for a causal pass: 2 matmuls of 2 n^2 d FLOPs
+      # forward, halved by causality, and 2.5 times that backward: 7 n^2 d per head.
+      rate=$(awk -v heads="${ATTN_BENCH_HEADS:-2}" '
+        $2 ~ /^attention_forward_backward\/.*\/tiled\// {
+          n = $2; sub(/.*\//, "", n); ns = $5; gsub(/,/, "", ns)
+          line = sprintf("; fused fwd+bwd, causal, %d keys, head_dim 96: %.2f TFLOP/s", n, 7 * n * n * 96 * heads / ns / 1e3)
+        }
+        END { printf "%s", line }' "$out/bench-$bench.txt")
+      echo "${rate#; }"
+    fi
     record "bench $bench" "$(verdict "$before")" \
-      "$(wc -l <"$out/bench-$bench.txt") timings in $out/bench-$bench.txt"
+      "$(wc -l <"$out/bench-$bench.txt") timings in $out/bench-$bench.txt$rate"
   done
 
   step "the full-size rows on $backend"

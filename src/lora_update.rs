@@ -53,7 +53,10 @@ pub fn lora_update(
                 attention_mask: None,
                 targets,
             };
-            recomputed_backward(model, &[], &mut grads, micro, 1.0).expect("recomputed step")
+            recomputed_backward(model, &[], &mut grads, micro, 1.0)
+                .expect("recomputed step")
+                .into_scalar()
+                .elem()
         }
         Backprop::HeadLoss | Backprop::FullLogits => {
             let loss = if backprop == Backprop::FullLogits {
@@ -70,7 +73,7 @@ pub fn lora_update(
         }
     };
     let norm = apply_gradients(model, &[], optimizer, grads, lr, max_grad_norm);
-    (loss, norm)
+    (loss, norm.into_scalar().elem())
 }
 
 /// The process's peak (`VmHWM`) and current (`VmRSS`) resident set, for the log (Linux).

@@ -33,7 +33,7 @@ pub enum TrainError {
     /// The loss became NaN or infinite; the run stopped. `checkpoint` is the newest
     /// checkpoint that passed verification when it stopped (what `--resume` would continue
     /// from), or says there is none.
-    #[error("non-finite loss {loss} at step {step}: the run stopped; its newest intact checkpoint is {checkpoint}")]
+    #[error("non-finite loss or gradient norm ({loss}) at step {step}: the run stopped; its newest intact checkpoint is {checkpoint}")]
     NonFinite {
         step: u64,
         loss: f64,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// AdamW settings; the defaults are the reference recipe's.
@@ -165,27 +165,33 @@ impl Schedule {
     }
 }
 
-/// The global L2 norm of `grads`, and the factor PyTorch's `clip_grad_norm_` multiplies
-/// them by (`min(1, max_norm / (norm + 1e-6))`; 1 when `max_norm` is 0, no clipping).
-pub fn clip_factor<B: Backend>(grads: &[Tensor<B, 1>], max_norm: f64) -> (f64, f64) {
-    // One read-back for all tensors: the per-tensor sums stay on the device.
-    let sums: Vec<Tensor<B, 1>> = grads
-        .iter()
-        .map(|g| g.clone().powi_scalar(2).sum())
-        .collect();
-    let norm = if sums.is_empty() {
-        0.0
-    } else {
-        Tensor::cat(sums, 0)
-            .sum()
-            .into_scalar()
-            .elem::<f64>()
-            .sqrt()
+/// The global L2 norm of `grads` and the factor PyTorch's `clip_grad_norm_` multiplies
+/// them by (`min(1, max_norm / (norm + 1e-6))`; `None` when `max_norm` is 0, no clipping),
+/// both left on the device: reading the norm back would wait for the whole backward pass
+/// on a GPU, so the trainer reads it only when it logs.
+///
+/// # Shapes
+/// - returns `[1]` and `[1]`
+pub fn clip_factor<B: Backend>(
+    grads: &[Tensor<B, 1>],
+    max_norm: f64,
+    device: &B::Device,
+) -> (Tensor<B, 1>, Option<Tensor<B, 1>>) {
+    let norm = match grads {
+        [] => Tensor::zeros([1], device),
+        _ => {
+            let sums: Vec<Tensor<B, 1>> = grads
+                .iter()
+                .map(|g| g.clone().powi_scalar(2).sum())
+                .collect();
+            Tensor::cat(sums, 0).sum().sqrt()
+        }
     };
-    let factor = if max_norm > 0.0 {
-        (max_norm / (norm + 1e-6)).min(1.0)
-    } else {
-        1.0
-    };
+    // As PyTorch computes it, in f32 on the device: `max_norm / (norm + 1e-6)`, clamped.
+    let factor = (max_norm > 0.0).then(|| {
+        Tensor::full([1], max_norm, device)
+            .div(norm.clone().add_scalar(1e-6))
+            .clamp_max(1.0)
+    });
     (norm, factor)
 }

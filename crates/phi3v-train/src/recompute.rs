@@ -32,7 +32,7 @@
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 use phi3v::decoder::LossTargets;
 use phi3v::{ImageInput, Phi3V};
 use phi3v_nn::{AttentionBackend, NamedLinears};
@@ -54,8 +54,8 @@ pub struct MicroBatch<'a, B: AutodiffBackend> {
 
 /// Computes the loss of `batch` and adds `scale` times its gradients to `sum`, recomputing
 /// each decoder layer in the backward pass (see the module docs). Returns the loss
-/// (unscaled), read back before any gradient is added: a non-finite loss returns at once
-/// and leaves `sum` untouched.
+/// (unscaled), `[1]`, on the device: the caller reads it back when it logs, and a
+/// non-finite loss makes non-finite gradients, which the caller's check stops on.
 ///
 /// # Errors
 /// Adapter dropout (the recomputation would draw other masks), or a bad input.
@@ -65,7 +65,7 @@ pub fn recomputed_backward<B>(
     sum: &mut GradientSum<B>,
     batch: MicroBatch<'_, B>,
     scale: f64,
-) -> Result<f64, TrainError>
+) -> Result<Tensor<B::InnerBackend, 1>, TrainError>
 where
     B: AutodiffBackend + AttentionBackend,
     B::InnerBackend: AttentionBackend,
@@ -136,10 +136,7 @@ where
     let x = Tensor::<B, 3>::from_inner(inputs.pop().expect("the head's input")).require_grad();
     let decoder = &model.decoder;
     let loss = decoder.head_loss(decoder.norm.forward(x.clone()), targets);
-    let value: f64 = loss.clone().into_scalar().elem();
-    if !value.is_finite() {
-        return Ok(value);
-    }
+    let value = loss.clone().inner();
     let grads = loss.mul_scalar(scale).backward();
     let mut grad_out = x.grad(&grads).expect("the head's input has a gradient");
     sum.add_gradients(model, full, &grads);

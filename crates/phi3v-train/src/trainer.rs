@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 use phi3v::processor::tokenize::Phi3Tokenizer;
 use phi3v::Phi3V;
@@ -410,6 +410,7 @@ where
         let elapsed_before = self.state.elapsed_secs;
         let mut final_eval = None;
         let mut window = (Instant::now(), 0u64);
+        let mut pending = Pending::<B>::default();
         while self.state.step < total {
             let step = self.state.step;
             let lr = self.config.schedule().lr(step);
@@ -422,25 +423,45 @@ where
             };
             self.state.step += 1;
             self.state.tokens_seen += outcome.tokens;
-            self.state.elapsed_secs = elapsed_before + started.elapsed().as_secs_f64();
             window.1 += outcome.tokens;
             let s = self.state.step;
-            if s.is_multiple_of(self.config.log_every.max(1)) || s == total {
+            pending.push(s, outcome);
+            let log_now = s.is_multiple_of(self.config.log_every.max(1)) || s == total;
+            let eval_now = s == total
+                || (self.config.eval_every > 0 && s.is_multiple_of(self.config.eval_every));
+            let checkpoint_now =
+                self.config.checkpoint_every > 0 && s.is_multiple_of(self.config.checkpoint_every);
+            // The only read-back of the step: where the values are logged, and before any
+            // evaluation or checkpoint sees the weights.
+            let checked = if log_now || eval_now || checkpoint_now {
+                match pending.check() {
+                    Ok(last) => last,
+                    Err((bad_step, value)) => {
+                        bar.abandon();
+                        // The updates before the bad one passed the check.
+                        self.state.step = bad_step - 1;
+                        let error = self.non_finite(bad_step, value);
+                        return Err(self.stop_on_error(error));
+                    }
+                }
+            } else {
+                None
+            };
+            self.state.elapsed_secs = elapsed_before + started.elapsed().as_secs_f64();
+            if let (true, Some((loss, grad_norm))) = (log_now, checked) {
                 let tps = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
                 window = (Instant::now(), 0);
-                self.run.log(s, "train", "loss", outcome.loss)?;
+                self.run.log(s, "train", "loss", loss)?;
                 self.run.log(s, "train", "lr", lr)?;
-                self.run.log(s, "train", "grad_norm", outcome.grad_norm)?;
+                self.run.log(s, "train", "grad_norm", grad_norm)?;
                 self.run.log(s, "train", "tokens_per_sec", tps)?;
-                let line = format!("loss {:.4}  lr {lr:.2e}  {tps:.0} tok/s", outcome.loss);
+                let line = format!("loss {loss:.4}  lr {lr:.2e}  {tps:.0} tok/s");
                 if bar.is_hidden() {
                     eprintln!("step {s}/{total}  {line}");
                 }
                 bar.set_message(line);
             }
             bar.set_position(s);
-            let eval_now = s == total
-                || (self.config.eval_every > 0 && s.is_multiple_of(self.config.eval_every));
             if eval_now {
                 let metrics = self.evaluate_now()?;
                 let loss = metrics.val_loss;
@@ -459,11 +480,7 @@ where
                 }
                 final_eval = Some(metrics);
             }
-            if eval_now
-                || s == total
-                || (self.config.checkpoint_every > 0
-                    && s.is_multiple_of(self.config.checkpoint_every))
-            {
+            if eval_now || checkpoint_now {
                 self.checkpoint()?;
             }
         }
@@ -472,11 +489,13 @@ where
         self.finish("completed", final_eval, elapsed)
     }
 
-    /// One optimizer update: `grad_accum` micro-batches, clip, AdamW.
-    fn train_step(&mut self, lr: f64) -> Result<StepOutcome, TrainError> {
+    /// One optimizer update: `grad_accum` micro-batches, clip, AdamW. The loss and the
+    /// gradient norm stay on the device (see [`Pending`]).
+    fn train_step(&mut self, lr: f64) -> Result<StepOutcome<B>, TrainError> {
         let accum = self.config.grad_accum;
         let mut grads = GradientSum::<B>::default();
-        let (mut loss_sum, mut tokens) = (0.0, 0u64);
+        let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
+        let mut tokens = 0u64;
         for _ in 0..accum {
             let k = self.state.micro_batches;
             let indices = self.order.micro_batch(k, self.config.batch_size);
@@ -500,20 +519,18 @@ where
                     Some(batch.attention_mask),
                     &targets,
                 )?;
-                let value: f64 = loss.clone().into_scalar().elem();
-                if value.is_finite() {
-                    grads.add(
-                        &mut self.model,
-                        &self.config.plan.full,
-                        loss.div_scalar(accum as f64),
-                    );
-                }
+                let value = loss.clone().inner();
+                grads.add(
+                    &mut self.model,
+                    &self.config.plan.full,
+                    loss.div_scalar(accum as f64),
+                );
                 value
             };
-            if !value.is_finite() {
-                return Err(self.non_finite(value));
-            }
-            loss_sum += value;
+            loss_sum = Some(match loss_sum {
+                Some(sum) => sum + value,
+                None => value,
+            });
             self.state.micro_batches += 1;
         }
         let (epoch, offset) = self
@@ -529,12 +546,12 @@ where
             lr,
             self.config.max_grad_norm,
         );
-        if !grad_norm.is_finite() {
-            return Err(self.non_finite(grad_norm));
-        }
         self.state.optimizer_steps = self.optimizer.steps;
+        let loss = loss_sum
+            .expect("grad_accum is at least 1")
+            .div_scalar(accum as f64);
         Ok(StepOutcome {
-            loss: loss_sum / accum as f64,
+            loss,
             grad_norm,
             tokens,
         })
@@ -542,10 +559,10 @@ where
 
     /// The NaN guard's error, naming the checkpoint a `--resume` would continue from: the
     /// newest one that passes verification, not merely the newest folder.
-    fn non_finite(&self, value: f64) -> TrainError {
+    fn non_finite(&self, step: u64, value: f64) -> TrainError {
         let scan = newest_intact_checkpoint(&self.run.checkpoints(), self.config.steps);
         TrainError::NonFinite {
-            step: self.state.step + 1,
+            step,
             loss: value,
             checkpoint: scan.intact.map_or_else(
                 || "none (no intact checkpoint was written)".into(),
@@ -694,10 +711,59 @@ where
     }
 }
 
-struct StepOutcome {
-    loss: f64,
-    grad_norm: f64,
+/// What one update leaves: its mean loss and gradient norm, `[1]` each, on the device.
+struct StepOutcome<B: AutodiffBackend> {
+    loss: Tensor<B::InnerBackend, 1>,
+    grad_norm: Tensor<B::InnerBackend, 1>,
     tokens: u64,
+}
+
+/// The losses and gradient norms of the updates since the last check, still on the device.
+///
+/// Reading a value back makes the host wait for the GPU to finish everything queued, so
+/// the run reads them once per log, evaluation or checkpoint, in one transfer, and checks
+/// that each is finite there: the NaN guard names the first bad update, and no checkpoint,
+/// evaluation or export ever sees weights an unchecked update wrote.
+struct Pending<B: AutodiffBackend> {
+    /// Each update's step and outcome, in order.
+    steps: Vec<(u64, StepOutcome<B>)>,
+}
+
+impl<B: AutodiffBackend> Pending<B> {
+    fn push(&mut self, step: u64, outcome: StepOutcome<B>) {
+        self.steps.push((step, outcome));
+    }
+
+    /// Reads every pending value back at once, and returns the last update's loss and
+    /// gradient norm, or the first update whose loss or norm is not finite (its step and
+    /// the bad value).
+    fn check(&mut self) -> Result<Option<(f64, f64)>, (u64, f64)> {
+        let steps = std::mem::take(&mut self.steps);
+        if steps.is_empty() {
+            return Ok(None);
+        }
+        let values: Vec<Tensor<B::InnerBackend, 1>> = steps
+            .iter()
+            .flat_map(|(_, o)| [o.loss.clone(), o.grad_norm.clone()])
+            .collect();
+        let host: Vec<f64> = Tensor::cat(values, 0)
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .expect("f64 values");
+        for ((step, _), pair) in steps.iter().zip(host.chunks(2)) {
+            if let Some(&bad) = pair.iter().find(|v| !v.is_finite()) {
+                return Err((*step, bad));
+            }
+        }
+        Ok(Some((host[host.len() - 2], host[host.len() - 1])))
+    }
+}
+
+impl<B: AutodiffBackend> Default for Pending<B> {
+    fn default() -> Self {
+        Self { steps: Vec::new() }
+    }
 }
 
 /// Gradients summed over micro-batches, by parameter name, flattened.
@@ -741,7 +807,8 @@ impl<B: AutodiffBackend> GradientSum<B> {
 
 /// Clips the summed gradients to `max_norm` (global L2 norm) and applies one AdamW update
 /// at `lr`. Tensors without a gradient are left alone (no decay either), as PyTorch does.
-/// Returns the norm before clipping.
+/// Returns the norm before clipping, `[1]`, on the device: reading it waits for the whole
+/// step on a GPU, so read it only when it is logged.
 pub fn apply_gradients<B: AutodiffBackend, M: NamedLinears<B>>(
     model: &mut M,
     full: &[String],
@@ -749,16 +816,21 @@ pub fn apply_gradients<B: AutodiffBackend, M: NamedLinears<B>>(
     mut sum: GradientSum<B>,
     lr: f64,
     max_norm: f64,
-) -> f64 {
+) -> Tensor<B::InnerBackend, 1> {
     let all: Vec<_> = sum.grads.values().cloned().collect();
-    let (norm, factor) = clip_factor(&all, max_norm);
+    let device = match all.first() {
+        Some(g) => g.device(),
+        None => Default::default(),
+    };
+    let (norm, factor) = clip_factor(&all, max_norm, &device);
     optimizer.begin_step();
     for_each_trainable(model, full, &mut |name, mut slot| {
         if let Some(g) = sum.grads.remove(name) {
-            let g = if factor < 1.0 {
-                g.mul_scalar(factor)
-            } else {
-                g
+            // PyTorch multiplies by the clamped factor whatever it is; by exactly 1 when
+            // the norm is within bounds, which changes nothing.
+            let g = match &factor {
+                Some(factor) => g.mul(factor.clone()),
+                None => g,
             };
             let new = optimizer.update(name, slot.flat().inner(), g, lr);
             slot.set_flat_inner(new);
@@ -831,4 +903,48 @@ fn progress_bar(total: u64, start: u64) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+
+    type B = Autodiff<Flex>;
+
+    fn outcome(loss: f32, grad_norm: f32) -> StepOutcome<B> {
+        let device = Default::default();
+        StepOutcome {
+            loss: Tensor::from_floats([loss], &device),
+            grad_norm: Tensor::from_floats([grad_norm], &device),
+            tokens: 1,
+        }
+    }
+
+    /// One read gives the last update's values, and empties the queue.
+    #[test]
+    fn pending_values_are_read_together_and_the_last_is_logged() {
+        let mut pending = Pending::<B>::default();
+        assert_eq!(pending.check(), Ok(None));
+        pending.push(1, outcome(2.5, 0.5));
+        pending.push(2, outcome(2.25, 0.75));
+        assert_eq!(pending.check(), Ok(Some((2.25, 0.75))));
+        assert!(pending.steps.is_empty());
+        assert_eq!(pending.check(), Ok(None));
+    }
+
+    /// The first update whose loss or gradient norm is not finite is the one named, even
+    /// when a later one is bad too.
+    #[test]
+    fn pending_values_name_the_first_non_finite_update() {
+        let mut pending = Pending::<B>::default();
+        pending.push(7, outcome(2.0, 1.0));
+        pending.push(8, outcome(2.0, f32::NAN));
+        pending.push(9, outcome(f32::INFINITY, 1.0));
+        let (step, value) = pending.check().unwrap_err();
+        assert_eq!(step, 8);
+        assert!(value.is_nan());
+        pending.push(10, outcome(f32::NEG_INFINITY, 1.0));
+        assert_eq!(pending.check(), Err((10, f64::NEG_INFINITY)));
+    }
 }

@@ -168,7 +168,10 @@ where
             attention_mask: None,
             targets: &targets,
         };
-        recomputed_backward(&mut model, &[], &mut sum, batch, 1.0).unwrap() as f32
+        recomputed_backward(&mut model, &[], &mut sum, batch, 1.0)
+            .unwrap()
+            .into_scalar()
+            .elem()
     } else {
         let loss = model
             .loss(int2(ids), Some(&images), None, &targets)
@@ -190,7 +193,9 @@ where
     }
 
     let mut optimizer = AdamW::new(AdamWConfig::default());
-    let norm = apply_gradients(&mut model, &[], &mut optimizer, sum, 1e-3, 1.0) as f32;
+    let norm: f32 = apply_gradients(&mut model, &[], &mut optimizer, sum, 1e-3, 1.0)
+        .into_scalar()
+        .elem();
     let mut updated = BTreeMap::new();
     for_each_trainable(&mut model, &[], &mut |name, slot| {
         let values = slot.flat().into_data().convert::<f32>().to_vec().unwrap();

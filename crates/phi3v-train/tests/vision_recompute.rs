@@ -146,7 +146,10 @@ fn gradients(
             attention_mask: Some(mask),
             targets: &targets,
         };
-        recomputed_backward(&mut model, &plan.full, &mut sum, micro, 0.5).unwrap()
+        recomputed_backward(&mut model, &plan.full, &mut sum, micro, 0.5)
+            .unwrap()
+            .into_scalar()
+            .elem()
     } else {
         let loss = model
             .loss(ids, Some(&images), Some(mask), &targets)
