@@ -180,7 +180,7 @@ EOF
       rate=$(awk -v heads="${ATTN_BENCH_HEADS:-2}" '
         $2 ~ /^attention_forward_backward\/.*\/tiled\// {
           n = $2; sub(/.*\//, "", n); ns = $5; gsub(/,/, "", ns)
-          line = sprintf("; fused fwd+bwd, causal, %d keys, head_dim 96: %.2f TFLOP/s", n, 7 * n * n * 96 * heads / ns / 1e3)
+          line = sprintf("; fused fwd+bwd, causal, %d keys, head_dim 96: %.3g TFLOP/s", n, 7 * n * n * 96 * heads / ns / 1e3)
         }
         END { printf "%s", line }' "$out/bench-$bench.txt")
       echo "${rate#; }"

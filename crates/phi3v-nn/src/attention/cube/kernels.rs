@@ -77,6 +77,61 @@ fn is_padding<F: Float>(padding: &Tensor<F>, b: usize, j: usize) -> bool {
     padding[row * padding.stride(0) + j * padding.stride(1)] > F::new(0.5)
 }
 
+/// The last row of the cube whose first row is `first`, of `len`.
+#[cube]
+fn last_row(first: usize, len: usize) -> usize {
+    let mut last = len - 1;
+    if first + ROWS < len {
+        last = first + ROWS - 1;
+    }
+    last
+}
+
+/// Stages keys `t..t + KEY_TILE` (those below `end`) of one (batch, head) into shared
+/// memory: their keys and values, and with padding a 1 for each padding key. Every unit
+/// copies a share, then waits for the rest.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn stage_keys<F: Float>(
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    padding: &Tensor<F>,
+    k_tile: &mut SharedMemory<F>,
+    v_tile: &mut SharedMemory<F>,
+    pad_tile: &mut SharedMemory<F>,
+    k_at: usize,
+    v_at: usize,
+    b: usize,
+    t: usize,
+    end: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] padded: bool,
+) {
+    let mut e = UNIT_POS_X as usize;
+    while e < KEY_TILE * head_dim {
+        let j = t + e / head_dim;
+        let c = e % head_dim;
+        if j < end {
+            k_tile[e] = k[k_at + j * k.stride(2) + c * k.stride(3)];
+            v_tile[e] = v[v_at + j * v.stride(2) + c * v.stride(3)];
+        }
+        e += ROWS;
+    }
+    if padded {
+        if (UNIT_POS_X as usize) < KEY_TILE {
+            let j = t + UNIT_POS_X as usize;
+            let mut hidden = F::new(0.0);
+            if j < end {
+                if is_padding::<F>(padding, b, j) {
+                    hidden = F::new(1.0);
+                }
+            }
+            pad_tile[UNIT_POS_X as usize] = hidden;
+        }
+    }
+    sync_cube();
+}
+
 /// The forward. Launch: `(ceil(q_len / ROWS), batch * heads)` cubes of `ROWS` units.
 ///
 /// - `q`: `[batch, heads, q_len, head_dim]`; `k`, `v`: `[batch, heads, k_len, head_dim]`
@@ -109,11 +164,7 @@ pub(super) fn flash_forward_kernel<F: Float>(
     let first = CUBE_POS_X as usize * ROWS;
     let row = first + UNIT_POS_X as usize;
     let live = row < q_len;
-    let last = if first + ROWS < q_len {
-        first + ROWS - 1
-    } else {
-        q_len - 1
-    };
+    let last = last_row(first, q_len);
     let past_len = past_len as usize;
     let window = window as usize;
     let pos = past_len + row;
@@ -143,30 +194,21 @@ pub(super) fn flash_forward_kernel<F: Float>(
     let v_at = b * v.stride(0) + h * v.stride(1);
     let mut t = start;
     while t < end {
-        // Stage the tile: every unit copies a share, then waits for the rest.
-        let mut e = UNIT_POS_X as usize;
-        while e < KEY_TILE * head_dim {
-            let j = t + e / head_dim;
-            let c = e % head_dim;
-            if j < end {
-                k_tile[e] = k[k_at + j * k.stride(2) + c * k.stride(3)];
-                v_tile[e] = v[v_at + j * v.stride(2) + c * v.stride(3)];
-            }
-            e += ROWS;
-        }
-        if padded {
-            if (UNIT_POS_X as usize) < KEY_TILE {
-                let j = t + UNIT_POS_X as usize;
-                let mut hidden = F::new(0.0);
-                if j < end {
-                    if is_padding::<F>(padding, b, j) {
-                        hidden = F::new(1.0);
-                    }
-                }
-                pad_tile[UNIT_POS_X as usize] = hidden;
-            }
-        }
-        sync_cube();
+        stage_keys::<F>(
+            k,
+            v,
+            padding,
+            &mut k_tile,
+            &mut v_tile,
+            &mut pad_tile,
+            k_at,
+            v_at,
+            b,
+            t,
+            end,
+            head_dim,
+            padded,
+        );
 
         if live {
             // Scores of the tile, and their maximum over the keys this row sees.
@@ -270,11 +312,7 @@ pub(super) fn flash_query_grads_kernel<F: Float>(
     let first = CUBE_POS_X as usize * ROWS;
     let row = first + UNIT_POS_X as usize;
     let live = row < q_len;
-    let last = if first + ROWS < q_len {
-        first + ROWS - 1
-    } else {
-        q_len - 1
-    };
+    let last = last_row(first, q_len);
     let past_len = past_len as usize;
     let window = window as usize;
     let pos = past_len + row;
@@ -311,29 +349,21 @@ pub(super) fn flash_query_grads_kernel<F: Float>(
     let v_at = b * v.stride(0) + h * v.stride(1);
     let mut t = start;
     while t < end {
-        let mut e = UNIT_POS_X as usize;
-        while e < KEY_TILE * head_dim {
-            let j = t + e / head_dim;
-            let c = e % head_dim;
-            if j < end {
-                k_tile[e] = k[k_at + j * k.stride(2) + c * k.stride(3)];
-                v_tile[e] = v[v_at + j * v.stride(2) + c * v.stride(3)];
-            }
-            e += ROWS;
-        }
-        if padded {
-            if (UNIT_POS_X as usize) < KEY_TILE {
-                let j = t + UNIT_POS_X as usize;
-                let mut hidden = F::new(0.0);
-                if j < end {
-                    if is_padding::<F>(padding, b, j) {
-                        hidden = F::new(1.0);
-                    }
-                }
-                pad_tile[UNIT_POS_X as usize] = hidden;
-            }
-        }
-        sync_cube();
+        stage_keys::<F>(
+            k,
+            v,
+            padding,
+            &mut k_tile,
+            &mut v_tile,
+            &mut pad_tile,
+            k_at,
+            v_at,
+            b,
+            t,
+            end,
+            head_dim,
+            padded,
+        );
 
         if live {
             for jj in 0..KEY_TILE {
@@ -411,11 +441,7 @@ pub(super) fn flash_key_grads_kernel<F: Float>(
             live = !is_padding::<F>(padding, b, key);
         }
     }
-    let last_key = if first_key + ROWS < k_len {
-        first_key + ROWS - 1
-    } else {
-        k_len - 1
-    };
+    let last_key = last_row(first_key, k_len);
     let past_len = past_len as usize;
     let window = window as usize;
     let scale = F::cast_from(scale);
