@@ -37,13 +37,13 @@ use std::time::Duration;
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType, Int, Tensor};
+use burn::tensor::{DType, FloatDType};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use phi3v::decoder::LossTargets;
 use phi3v::processor::batch::{collate_training, SampleRef};
 use phi3v::processor::image_processor::ProcessedImage;
-use phi3v::{BatchTensors, ImageInput, ModelDir, Phi3V};
+use phi3v::{BatchTensors, ImageInput, InputIds, ModelDir, Phi3V};
 use phi3v_nn::{LoraConfig, Weights};
 use phi3v_peft::AdapterPlan;
 use phi3v_suite::backend::{Selected, NAME};
@@ -124,7 +124,7 @@ fn model(
 /// One batch: `input_ids` (`[batch, 67]`), where its loss is taken, and `batch` images of
 /// 5 tiles each.
 struct Batch {
-    ids: Tensor<B, 2, Int>,
+    ids: InputIds<B>,
     targets: LossTargets<B>,
     images: ImageInput<B>,
     tokens: usize,

@@ -2,9 +2,9 @@
 //! examples that time it (`benches/training_step.rs`, `examples/lora_step.rs`), so that both
 //! time the same arithmetic.
 
-use burn::tensor::{ElementConversion, Int, Tensor};
+use burn::tensor::ElementConversion;
 use phi3_decoder::{LossTargets, Phi3Model};
-use phi3v::{ImageInput, Phi3V};
+use phi3v::{ImageInput, InputIds, Phi3V};
 use phi3v_train::optim::AdamW;
 use phi3v_train::recompute::{recomputed_backward, MicroBatch};
 use phi3v_train::trainer::{apply_gradients, GradientSum};
@@ -37,7 +37,7 @@ pub enum Backprop {
 pub fn lora_update(
     model: &mut Phi3V<B>,
     optimizer: &mut AdamW<Selected>,
-    ids: Tensor<B, 2, Int>,
+    ids: InputIds<B>,
     images: Option<&ImageInput<B>>,
     targets: &LossTargets<B>,
     backprop: Backprop,

@@ -34,7 +34,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 use phi3v::decoder::LossTargets;
-use phi3v::{ImageInput, Phi3V};
+use phi3v::{ImageInput, InputIds, Phi3V};
 use phi3v_nn::{AttentionBackend, NamedLinears};
 
 use crate::error::TrainError;
@@ -43,8 +43,9 @@ use crate::trainer::GradientSum;
 
 /// One micro-batch's inputs.
 pub struct MicroBatch<'a, B: AutodiffBackend> {
-    /// `[batch, seq]`, image placeholders negative.
-    pub input_ids: Tensor<B, 2, Int>,
+    /// `[batch, seq]`, image placeholders negative; with their host copy (see
+    /// [`InputIds`]), finding the placeholders reads nothing back.
+    pub input_ids: InputIds<B>,
     pub images: Option<&'a ImageInput<B>>,
     /// `[batch, seq]`, 1 for real tokens.
     pub attention_mask: Option<Tensor<B, 2, Int>>,
@@ -87,8 +88,8 @@ where
         attention_mask,
         targets,
     } = batch;
-    let device = input_ids.device();
-    let [b, t] = input_ids.dims();
+    let device = input_ids.tensor.device();
+    let [b, t] = input_ids.tensor.dims();
 
     // What of the vision path trains decides how much of it is kept: the inputs of the CLIP
     // layers from the lowest trained one up, and the last layer's output (the image tail's
@@ -112,7 +113,7 @@ where
         );
         let mut vision_states = Vec::new();
         let mut x = inner.embed_with(
-            input_ids.clone().inner(),
+            input_ids.clone().map(|ids| ids.inner()),
             inner_images.as_ref(),
             |vision, images| {
                 vision.forward_visiting(images.tiles.clone(), &images.grids, |i, state| {

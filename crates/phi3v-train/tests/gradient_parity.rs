@@ -163,7 +163,7 @@ where
     let mut sum = GradientSum::<B>::default();
     let loss_value = if checkpointing {
         let batch = MicroBatch {
-            input_ids: int2(ids),
+            input_ids: int2(ids).into(),
             images: Some(&images),
             attention_mask: None,
             targets: &targets,

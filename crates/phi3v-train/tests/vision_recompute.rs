@@ -141,7 +141,7 @@ fn gradients(
     let mut sum = GradientSum::<B>::default();
     let loss = if recompute {
         let micro = MicroBatch {
-            input_ids: ids,
+            input_ids: ids.into(),
             images: Some(&images),
             attention_mask: Some(mask),
             targets: &targets,

@@ -10,6 +10,7 @@ use phi3_decoder::{DecodingConfig, ForwardOptions, GenerateOptions, TokenDecoder
 use phi3v_nn::AttentionBackend;
 
 use crate::error::Phi3VError;
+use crate::inputs::InputIds;
 use crate::model::{ImageInput, Phi3V};
 
 /// Generates for one prompt (ids with image placeholders), streaming tokens to `on_token`.
@@ -75,7 +76,7 @@ pub fn generate_batch<B: AttentionBackend>(
         .decoder
         .new_cache_with_capacity(width + options.max_new_tokens);
     let mut hidden = model.forward_hidden(
-        int2(ids, width),
+        InputIds::from_host(ids, [rows, width], &device),
         images,
         ForwardOptions {
             attention_mask: Some(int2(mask_cols.clone(), width)),

@@ -26,7 +26,7 @@ pub mod model_dir;
 pub use config::{ConfigJson, Phi3VConfig, VisionSettings};
 pub use error::Phi3VError;
 pub use generate::{generate, generate_batch};
-pub use inputs::BatchTensors;
+pub use inputs::{BatchTensors, InputIds};
 pub use model::{ImageInput, Phi3V};
 pub use model_dir::{load_model, ModelDir};
 

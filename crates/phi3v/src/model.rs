@@ -16,6 +16,7 @@ use phi3v_vision::{ImageEmbedding, VisionError};
 
 use crate::config::Phi3VConfig;
 use crate::error::Phi3VError;
+use crate::inputs::InputIds;
 
 /// Module path of the image embedding in the released weights
 /// (`model.vision_embed_tokens`); the decoder's tensors sit at the root (`model.layers.*`,
@@ -74,7 +75,7 @@ impl<B: AttentionBackend> Phi3V<B> {
     /// - returns `[batch, seq, hidden]`
     pub fn embed(
         &self,
-        input_ids: Tensor<B, 2, Int>,
+        input_ids: impl Into<InputIds<B>>,
         images: Option<&ImageInput<B>>,
     ) -> Result<Tensor<B, 3>, Phi3VError> {
         self.embed_with(input_ids, images, |vision, images| {
@@ -94,19 +95,17 @@ impl<B: AttentionBackend> Phi3V<B> {
     /// - returns `[batch, seq, hidden]`
     pub fn embed_with(
         &self,
-        input_ids: Tensor<B, 2, Int>,
+        input_ids: impl Into<InputIds<B>>,
         images: Option<&ImageInput<B>>,
         image_tokens: impl FnOnce(
             &ImageEmbedding<B>,
             &ImageInput<B>,
         ) -> Result<Vec<Tensor<B, 2>>, VisionError>,
     ) -> Result<Tensor<B, 3>, Phi3VError> {
+        let input_ids = input_ids.into();
+        let ids = input_ids.to_host()?;
+        let input_ids = input_ids.tensor;
         let [batch, seq] = input_ids.dims();
-        let ids: Vec<i64> = input_ids
-            .to_data()
-            .convert::<i64>()
-            .to_vec()
-            .map_err(|e| Phi3VError::Input(format!("input ids: {e:?}")))?;
         let placeholders: Vec<usize> = ids
             .iter()
             .enumerate()
@@ -159,7 +158,7 @@ impl<B: AttentionBackend> Phi3V<B> {
     /// - returns `[batch, seq, hidden]`
     pub fn forward_hidden(
         &self,
-        input_ids: Tensor<B, 2, Int>,
+        input_ids: impl Into<InputIds<B>>,
         images: Option<&ImageInput<B>>,
         options: ForwardOptions<'_, B>,
     ) -> Result<Tensor<B, 3>, Phi3VError> {
@@ -174,7 +173,7 @@ impl<B: AttentionBackend> Phi3V<B> {
     /// - returns `[batch, seq, vocab]`
     pub fn forward(
         &self,
-        input_ids: Tensor<B, 2, Int>,
+        input_ids: impl Into<InputIds<B>>,
         images: Option<&ImageInput<B>>,
         options: ForwardOptions<'_, B>,
     ) -> Result<Tensor<B, 3>, Phi3VError> {
@@ -192,7 +191,7 @@ impl<B: AttentionBackend> Phi3V<B> {
     /// - returns `[1]`
     pub fn loss(
         &self,
-        input_ids: Tensor<B, 2, Int>,
+        input_ids: impl Into<InputIds<B>>,
         images: Option<&ImageInput<B>>,
         attention_mask: Option<Tensor<B, 2, Int>>,
         targets: &LossTargets<B>,
