@@ -114,8 +114,9 @@ tiled_attention_backend!(burn::backend::NdArray);
 ///   backward. burn's kernel has no backward, and under autodiff burn decomposes it into
 ///   separate matmuls and a softmax over the whole score matrix.
 ///
-/// Head dimensions above [`super::cube::MAX_HEAD_DIM`] (none in Phi-3-V) keep the tiled
-/// kernel of tensor ops.
+/// What the fused kernels do not take ([`super::cube::takes`]: head dimensions above
+/// [`super::cube::MAX_HEAD_DIM`], values wider than keys; neither occurs in Phi-3-V) keeps
+/// the tiled kernel of tensor ops.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 macro_rules! fused_attention_backend {
     ($($backend:ty),* $(,)?) => {
@@ -140,7 +141,7 @@ macro_rules! fused_attention_backend {
                 mask: &AttentionMask<Self>,
                 options: TiledOptions,
             ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
-                if q.dims()[3] > super::cube::MAX_HEAD_DIM {
+                if !super::cube::takes(&q, &k, &v) {
                     return forward(q, k, v, mask, options);
                 }
                 super::cube::flash_forward(q, k, v, mask, options)
@@ -152,7 +153,7 @@ macro_rules! fused_attention_backend {
                 mask: &AttentionMask<Self>,
                 options: TiledOptions,
             ) -> [Tensor<Self, 4>; 3] {
-                if saved.q.dims()[3] > super::cube::MAX_HEAD_DIM {
+                if !super::cube::takes(&saved.q, &saved.k, &saved.v) {
                     return backward(saved, grad, mask, options);
                 }
                 super::cube::flash_backward(saved, grad, mask, options)

@@ -110,6 +110,19 @@ where
     padding.into_primitive().tensor()
 }
 
+/// Whether the fused kernels take these inputs: values shaped like keys, and a head
+/// dimension of at most [`MAX_HEAD_DIM`].
+///
+/// # Shapes
+/// - `q`: `[batch, heads, q_len, head_dim]`; `k`, `v`: `[batch, heads, k_len, head_dim]`
+pub(crate) fn takes<B: burn::tensor::backend::Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+) -> bool {
+    q.dims()[3] <= MAX_HEAD_DIM && k.dims()[3] == q.dims()[3] && v.dims() == k.dims()
+}
+
 /// Checks the head dimension and returns the launch grid for `len` rows per (batch, head).
 fn grid(batch: usize, heads: usize, len: usize, head_dim: usize) -> (CubeCount, CubeDim) {
     assert!(
