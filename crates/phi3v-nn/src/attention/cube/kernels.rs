@@ -67,6 +67,34 @@ fn key_end(last: usize, k_len: usize, past_len: usize, #[comptime] causal: bool)
     end
 }
 
+/// Where row `row` of (batch `b`, head `h`) starts in a `[batch, heads, len, dim]` tensor.
+#[cube]
+fn row_at<F: Float>(t: &Tensor<F>, b: usize, h: usize, row: usize) -> usize {
+    b * t.stride(0) + h * t.stride(1) + row * t.stride(2)
+}
+
+/// Whether the query at `pos` sees key `j`, staged at `jj` by [`stage_keys`]: below the
+/// staged `end`, structurally visible, and (with padding) not padding.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn sees_staged_key<F: Float>(
+    pos: usize,
+    j: usize,
+    end: usize,
+    window: usize,
+    pad_tile: &SharedMemory<F>,
+    jj: usize,
+    #[comptime] causal: bool,
+    #[comptime] windowed: bool,
+    #[comptime] padded: bool,
+) -> bool {
+    let mut seen = j < end && structurally_visible(pos, j, window, causal, windowed);
+    if padded {
+        seen = seen && pad_tile[jj] < F::new(0.5);
+    }
+    seen
+}
+
 /// Is key `j` padding for batch row `b`? `padding` is `[batch or 1, k_len]`, 1 at padding.
 #[cube]
 fn is_padding<F: Float>(padding: &Tensor<F>, b: usize, j: usize) -> bool {
@@ -172,7 +200,7 @@ pub(super) fn flash_forward_kernel<F: Float>(
     // This unit's query, scaled, and its running output, in registers.
     let mut qs = Array::<F>::new(head_dim);
     let mut acc = Array::<F>::new(head_dim);
-    let q_at = b * q.stride(0) + h * q.stride(1) + row * q.stride(2);
+    let q_at = row_at::<F>(q, b, h, row);
     for c in 0..head_dim {
         acc[c] = F::new(0.0);
         qs[c] = F::new(0.0);
@@ -190,8 +218,8 @@ pub(super) fn flash_forward_kernel<F: Float>(
 
     let start = first_key_seen(first, past_len, window, windowed);
     let end = key_end(last, k_len, past_len, causal);
-    let k_at = b * k.stride(0) + h * k.stride(1);
-    let v_at = b * v.stride(0) + h * v.stride(1);
+    let k_at = row_at::<F>(k, b, h, 0);
+    let v_at = row_at::<F>(v, b, h, 0);
     let mut t = start;
     while t < end {
         stage_keys::<F>(
@@ -215,10 +243,9 @@ pub(super) fn flash_forward_kernel<F: Float>(
             let mut tile_max = F::new(NO_SCORE);
             for jj in 0..KEY_TILE {
                 let j = t + jj;
-                let mut seen = j < end && structurally_visible(pos, j, window, causal, windowed);
-                if padded {
-                    seen = seen && pad_tile[jj] < F::new(0.5);
-                }
+                let seen = sees_staged_key::<F>(
+                    pos, j, end, window, &pad_tile, jj, causal, windowed, padded,
+                );
                 let mut s = F::new(NO_SCORE);
                 if seen {
                     s = F::new(0.0);
@@ -260,8 +287,8 @@ pub(super) fn flash_forward_kernel<F: Float>(
     }
 
     if live {
-        let o_at = b * out.stride(0) + h * out.stride(1) + row * out.stride(2);
-        let l_at = b * lse.stride(0) + h * lse.stride(1) + row * lse.stride(2);
+        let o_at = row_at::<F>(out, b, h, row);
+        let l_at = row_at::<F>(lse, b, h, row);
         if run_sum > F::new(0.0) {
             for c in 0..head_dim {
                 out[o_at + c * out.stride(3)] = acc[c] / run_sum;
@@ -321,8 +348,8 @@ pub(super) fn flash_query_grads_kernel<F: Float>(
     let mut qs = Array::<F>::new(head_dim);
     let mut g = Array::<F>::new(head_dim);
     let mut acc = Array::<F>::new(head_dim);
-    let q_at = b * q.stride(0) + h * q.stride(1) + row * q.stride(2);
-    let g_at = b * grad.stride(0) + h * grad.stride(1) + row * grad.stride(2);
+    let q_at = row_at::<F>(q, b, h, row);
+    let g_at = row_at::<F>(grad, b, h, row);
     let mut row_lse = F::new(EMPTY_ROW_LSE);
     let mut row_d = F::new(0.0);
     for c in 0..head_dim {
@@ -335,8 +362,8 @@ pub(super) fn flash_query_grads_kernel<F: Float>(
         }
     }
     if live {
-        row_lse = lse[b * lse.stride(0) + h * lse.stride(1) + row * lse.stride(2)];
-        row_d = row_dot[b * row_dot.stride(0) + h * row_dot.stride(1) + row * row_dot.stride(2)];
+        row_lse = lse[row_at::<F>(lse, b, h, row)];
+        row_d = row_dot[row_at::<F>(row_dot, b, h, row)];
     }
 
     let mut k_tile = SharedMemory::<F>::new(KEY_TILE * head_dim);
@@ -345,8 +372,8 @@ pub(super) fn flash_query_grads_kernel<F: Float>(
 
     let start = first_key_seen(first, past_len, window, windowed);
     let end = key_end(last, k_len, past_len, causal);
-    let k_at = b * k.stride(0) + h * k.stride(1);
-    let v_at = b * v.stride(0) + h * v.stride(1);
+    let k_at = row_at::<F>(k, b, h, 0);
+    let v_at = row_at::<F>(v, b, h, 0);
     let mut t = start;
     while t < end {
         stage_keys::<F>(
@@ -368,10 +395,9 @@ pub(super) fn flash_query_grads_kernel<F: Float>(
         if live {
             for jj in 0..KEY_TILE {
                 let j = t + jj;
-                let mut seen = j < end && structurally_visible(pos, j, window, causal, windowed);
-                if padded {
-                    seen = seen && pad_tile[jj] < F::new(0.5);
-                }
+                let seen = sees_staged_key::<F>(
+                    pos, j, end, window, &pad_tile, jj, causal, windowed, padded,
+                );
                 if seen {
                     let mut s = F::new(0.0);
                     let mut dp = F::new(0.0);
@@ -391,7 +417,7 @@ pub(super) fn flash_query_grads_kernel<F: Float>(
     }
 
     if live {
-        let at = b * dq.stride(0) + h * dq.stride(1) + row * dq.stride(2);
+        let at = row_at::<F>(dq, b, h, row);
         for c in 0..head_dim {
             dq[at + c * dq.stride(3)] = acc[c] * scale;
         }
@@ -450,8 +476,8 @@ pub(super) fn flash_key_grads_kernel<F: Float>(
     let mut vr = Array::<F>::new(head_dim);
     let mut dk_acc = Array::<F>::new(head_dim);
     let mut dv_acc = Array::<F>::new(head_dim);
-    let k_at = b * k.stride(0) + h * k.stride(1) + key * k.stride(2);
-    let v_at = b * v.stride(0) + h * v.stride(1) + key * v.stride(2);
+    let k_at = row_at::<F>(k, b, h, key);
+    let v_at = row_at::<F>(v, b, h, key);
     for c in 0..head_dim {
         kr[c] = F::new(0.0);
         vr[c] = F::new(0.0);
@@ -485,8 +511,8 @@ pub(super) fn flash_key_grads_kernel<F: Float>(
     let mut lse_tile = SharedMemory::<F>::new(KEY_TILE);
     let mut dot_tile = SharedMemory::<F>::new(KEY_TILE);
 
-    let q_at = b * q.stride(0) + h * q.stride(1);
-    let g_at = b * grad.stride(0) + h * grad.stride(1);
+    let q_at = row_at::<F>(q, b, h, 0);
+    let g_at = row_at::<F>(grad, b, h, 0);
     let mut t = start;
     while t < end {
         let mut e = UNIT_POS_X as usize;
@@ -502,10 +528,8 @@ pub(super) fn flash_key_grads_kernel<F: Float>(
         if (UNIT_POS_X as usize) < KEY_TILE {
             let i = t + UNIT_POS_X as usize;
             if i < end {
-                lse_tile[UNIT_POS_X as usize] =
-                    lse[b * lse.stride(0) + h * lse.stride(1) + i * lse.stride(2)];
-                dot_tile[UNIT_POS_X as usize] =
-                    row_dot[b * row_dot.stride(0) + h * row_dot.stride(1) + i * row_dot.stride(2)];
+                lse_tile[UNIT_POS_X as usize] = lse[row_at::<F>(lse, b, h, i)];
+                dot_tile[UNIT_POS_X as usize] = row_dot[row_at::<F>(row_dot, b, h, i)];
             }
         }
         sync_cube();
@@ -534,8 +558,8 @@ pub(super) fn flash_key_grads_kernel<F: Float>(
     }
 
     if key < k_len {
-        let k_out = b * dk.stride(0) + h * dk.stride(1) + key * dk.stride(2);
-        let v_out = b * dv.stride(0) + h * dv.stride(1) + key * dv.stride(2);
+        let k_out = row_at::<F>(dk, b, h, key);
+        let v_out = row_at::<F>(dv, b, h, key);
         for c in 0..head_dim {
             dk[k_out + c * dk.stride(3)] = dk_acc[c];
             dv[v_out + c * dv.stride(3)] = dv_acc[c];

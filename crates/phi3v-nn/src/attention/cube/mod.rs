@@ -57,24 +57,6 @@ pub const KEY_TILE: usize = 32;
 /// dimension is 96, CLIP ViT-L's 64.
 pub const MAX_HEAD_DIM: usize = 120;
 
-/// The mask rules as the kernels take them.
-#[derive(Clone, Copy, Debug)]
-struct Rules {
-    causal: bool,
-    window: Option<usize>,
-    past_len: usize,
-}
-
-impl Rules {
-    fn of<B: burn::tensor::backend::Backend>(mask: &AttentionMask<B>) -> Self {
-        Self {
-            causal: mask.is_causal(),
-            window: mask.sliding_window(),
-            past_len: mask.past_len(),
-        }
-    }
-}
-
 type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
 /// A float tensor of rank 4 on a CubeCL backend.
 type Cube4<R, F, I, BT> = Tensor<Cube<R, F, I, BT>, 4>;
@@ -174,7 +156,6 @@ where
             Tensor::full([batch, heads, q_len, 1], EMPTY_ROW_LSE, &device),
         );
     }
-    let rules = Rules::of(mask);
     let out = Cube4::<R, F, I, BT>::empty([batch, heads, q_len, head_dim], &device);
     let lse = Cube4::<R, F, I, BT>::empty([batch, heads, q_len, 1], &device);
     let padding = padding_arg(mask, &device);
@@ -193,11 +174,11 @@ where
         out_p.into_tensor_arg(),
         lse_p.into_tensor_arg(),
         options.scale as f32,
-        rules.past_len as u32,
-        rules.window.unwrap_or(0) as u32,
+        mask.past_len() as u32,
+        mask.sliding_window().unwrap_or(0) as u32,
         head_dim,
-        rules.causal,
-        rules.window.is_some(),
+        mask.is_causal(),
+        mask.sliding_window().is_some(),
         mask.padding().is_some(),
         dtype.into(),
     );
@@ -242,7 +223,6 @@ where
         return [q.zeros_like(), k.zeros_like(), v.zeros_like()];
     }
     let device = q.device();
-    let rules = Rules::of(mask);
     // D_i = dO_i . O_i, the softmax backward's row term.
     let row_dot = (grad.clone() * out).sum_dim(3);
     let dq = Cube4::<R, F, I, BT>::empty(q.dims(), &device);
@@ -255,7 +235,11 @@ where
     let client = dq_p.client.clone();
     let dtype = dq_p.dtype;
     let scale = options.scale as f32;
-    let (past_len, window) = (rules.past_len as u32, rules.window.unwrap_or(0) as u32);
+    let (past_len, window) = (
+        mask.past_len() as u32,
+        mask.sliding_window().unwrap_or(0) as u32,
+    );
+    let (causal, windowed) = (mask.is_causal(), mask.sliding_window().is_some());
     let padded = mask.padding().is_some();
 
     let (count, dim) = grid(batch, heads, q_len, head_dim);
@@ -275,8 +259,8 @@ where
         past_len,
         window,
         head_dim,
-        rules.causal,
-        rules.window.is_some(),
+        causal,
+        windowed,
         padded,
         dtype.into(),
     );
@@ -298,8 +282,8 @@ where
         past_len,
         window,
         head_dim,
-        rules.causal,
-        rules.window.is_some(),
+        causal,
+        windowed,
         padded,
         dtype.into(),
     );
