@@ -8,6 +8,9 @@
 //! - `mixed`: `MixedMatmul::mixed_matmul` (flex's own kernel: bf16 read in place for a few
 //!   rows, tile-by-tile widening into gemm for many).
 //!
+//! - `bf16`: `MixedMatmul::bf16_matmul` (`--product-dtype bf16`: the activations rounded
+//!   to bf16, AVX512-BF16's dot products where the CPU has them).
+//!
 //! Rows 1 (decoding one token), 8 and 512 (a prefill chunk). Only on flex: it is the
 //! backend with a mixed kernel of its own.
 //!
@@ -68,6 +71,9 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(id("mixed"), |b| {
             b.iter(|| Flex::mixed_matmul(x.clone(), weight.clone()).into_data())
+        });
+        group.bench_function(id("bf16"), |b| {
+            b.iter(|| Flex::bf16_matmul(x.clone(), weight.clone()).into_data())
         });
     }
     group.finish();

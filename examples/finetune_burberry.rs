@@ -39,6 +39,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    // Large freed buffers stay in the heap for the next op (see `phi3v_nn::heap`).
+    phi3v::nn::heap::keep_freed_buffers();
     if cli.train.model.is_none() && cli.train.tokenizer.is_none() {
         // The real Phi-3 vocabulary, shipped with the repository's test fixtures.
         cli.train.tokenizer = Some(

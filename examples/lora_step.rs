@@ -35,7 +35,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::Device;
 use clap::Parser;
-use phi3v::nn::{memory, BaseDtype, LoraConfig};
+use phi3v::nn::{memory, BaseDtype, LoraConfig, NamedLinears, ProductDtype};
 use phi3v::processor::prompt::ANSWER_SUFFIX;
 use phi3v::{BatchTensors, ModelDir};
 use phi3v_peft::AdapterPlan;
@@ -75,6 +75,10 @@ struct Args {
     /// bf16, or auto.
     #[arg(long, default_value = "f32", value_parser = phi3v_cli::train_args::base_dtype_parser())]
     base_dtype: BaseDtype,
+    /// The arithmetic of the products with the frozen base: f32 (equal arithmetic with
+    /// PyTorch's f32) or bf16 (activations rounded to bf16, as PyTorch's bf16 autocast).
+    #[arg(long, default_value = "f32", value_parser = phi3v_cli::train_args::product_dtype_parser())]
+    product_dtype: ProductDtype,
     /// Recompute each layer in the backward pass instead of keeping its activations.
     #[arg(long, default_value_t = false)]
     recompute: bool,
@@ -118,6 +122,8 @@ fn sample(dir: &ModelDir, args: &Args, device: &Device<B>) -> BatchTensors<B> {
 
 fn main() {
     let args = Args::parse();
+    // As the `phi3v` command does (see `phi3v_nn::heap`).
+    phi3v::nn::heap::keep_freed_buffers();
     assert!(
         args.steps >= 2,
         "--steps must be at least 2: the first is reported apart"
@@ -128,6 +134,7 @@ fn main() {
         .load_trainable::<B>(&device, args.base_dtype)
         .expect("load the model");
     let mut model = model.no_grad();
+    model.set_products(args.product_dtype);
     let mut plan = AdapterPlan::reference(true, false);
     plan.lora = LoraConfig {
         rank: args.rank,
@@ -139,12 +146,13 @@ fn main() {
     let tokens = input.tokens;
     let answer_tokens = input.target_tokens;
     eprintln!(
-        "{NAME}: {} adapted modules, rank {}; weights {} resident, matrices in {}; sample {tokens} \
+        "{NAME}: {} adapted modules, rank {}; weights {} resident, matrices in {}, products in {}; sample {tokens} \
          tokens ({answer_tokens} labelled), num_crops {}, {}, {}",
         adapted.len(),
         args.rank,
         memory::gb(memory::resident_bytes(&model)),
         storage.name(),
+        args.product_dtype.name(),
         args.num_crops,
         if args.recompute { "recomputation" } else { "plain backpropagation" },
         if args.full_logits { "every position's logits" } else { "logits of the answer only" },

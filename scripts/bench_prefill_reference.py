@@ -38,6 +38,11 @@ def main():
     parser.add_argument("photo")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--num-crops", type=int, default=16)
+    parser.add_argument(
+        "--autocast-bf16",
+        action="store_true",
+        help="run under torch.autocast('cpu', bfloat16), the counterpart of --product-dtype bf16",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -48,19 +53,21 @@ def main():
     tiles, grids, num_tokens = ref.image_inputs([Image.open(args.photo).convert("RGB")], args.num_crops, clip_cfg)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     ids = ref.phi3v_fixtures.tokenize(tokenizer, PROMPT, num_tokens)
-    with torch.no_grad():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast_bf16)
+    with torch.no_grad(), autocast:
         start = time.perf_counter()
         base = model
         embeds = base.model.embed_tokens(ids.clamp(min=0))
         feats = base.model.vision_embed_tokens(list(torch.split(tiles, [1 + h * w for h, w in grids])), grids)
         positions = torch.nonzero(ids < 0, as_tuple=True)
-        embeds = embeds.index_put(positions, feats)
+        embeds = embeds.index_put(positions, feats.to(embeds.dtype))
         hidden = base.model(inputs_embeds=embeds).last_hidden_state
         logits = base.lm_head(hidden[:, -1:])
         prefill = time.perf_counter() - start
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     print(
-        f"torch {torch.__version__}, {args.threads} threads: prompt {ids.shape[1]} tokens "
+        f"torch {torch.__version__}, {args.threads} threads"
+        f"{', bf16 autocast' if args.autocast_bf16 else ''}: prompt {ids.shape[1]} tokens "
         f"({tiles.shape[0]} tiles), load {load:.1f} s, prefill {prefill:.2f} s, "
         f"peak RSS {peak_gb:.2f} GB, last logit[0] {logits[0, -1, 0].item():.4f}"
     )

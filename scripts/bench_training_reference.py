@@ -85,6 +85,12 @@ def main():
     parser.add_argument("--photo", help="train examples/lora_step.rs's one-photo sample instead")
     parser.add_argument("--num-crops", type=int, default=4)
     parser.add_argument("--rank", type=int, default=RANK)
+    parser.add_argument(
+        "--autocast-bf16",
+        action="store_true",
+        help="run the forward under torch.autocast('cpu', bfloat16), the counterpart of "
+        "--product-dtype bf16",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folder = args.model or os.environ.get(
@@ -125,7 +131,8 @@ def main():
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = ref.forward(model, input_ids, pixel_values, image_grids, labels=labels).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast_bf16):
+            loss = ref.forward(model, input_ids, pixel_values, image_grids, labels=labels).loss
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
         optimizer.step()
@@ -143,7 +150,8 @@ def main():
     median, mean = statistics.median(times), statistics.mean(times)
     adapted = sum(1 for n, _ in model.named_parameters() if n.endswith("lora_A.default.weight"))
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {b} x "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+        f"{', bf16 autocast' if args.autocast_bf16 else ''}, batch {b} x "
         f"{input_ids.shape[1]} = {tokens} tokens, {adapted} adapted modules, "
         f"{sum(p.numel() for p in params)} trainable parameters"
     )

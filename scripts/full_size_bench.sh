@@ -24,7 +24,8 @@
 # moves the work folder; PHI3V_FEATURES (say `cuda`) and PHI3V_BACKEND run the rows on
 # another backend; FULL_SIZE_PRESET=tiny (or wide) runs the same rows on a smaller random
 # checkpoint, as scripts/device_check.sh's dry run does. On CUDA each row also reports the
-# GPU's peak memory in use (nvidia-smi, sampled every 100 ms).
+# GPU's peak memory in use (nvidia-smi, sampled every 100 ms). PRODUCT_DTYPE=bf16 runs the
+# generate and train rows with `--product-dtype bf16` (the q4 rows keep f32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +60,7 @@ if [ ! -f "$model/config.json" ]; then
     --tokenizer crates/phi3v-processor/tests/data/tokenizer/tokenizer.json
 fi
 photo=benches/data/photo_800x1000.jpg
+products=${PRODUCT_DTYPE:-f32}
 
 # Runs one row under GNU time and prints its line of the table.
 row() {
@@ -101,24 +103,28 @@ for r in "${rows[@]}"; do
   case $r in
     load)
       row load "$bin" --backend "$backend" generate --model "$model" --prompt "Hi" \
-        --max-new-tokens 1 --base-dtype "$base_dtype" ;;
+        --max-new-tokens 1 --base-dtype "$base_dtype" --product-dtype "$products" ;;
     text)
       row text "$bin" --backend "$backend" generate --model "$model" \
-        --prompt "Describe the product in one sentence." --max-new-tokens 32 --base-dtype "$base_dtype" ;;
+        --prompt "Describe the product in one sentence." --max-new-tokens 32 --base-dtype "$base_dtype" \
+        --product-dtype "$products" ;;
     photo)
       row photo "$bin" --backend "$backend" generate --model "$model" --image "$photo" \
-        --prompt "What is shown in this image?" --max-new-tokens 4 --base-dtype "$base_dtype" ;;
+        --prompt "What is shown in this image?" --max-new-tokens 4 --base-dtype "$base_dtype" \
+        --product-dtype "$products" ;;
     load_q4)
       row load_q4 "$bin" --backend "$backend" generate --model "$model" --prompt "Hi" \
         --max-new-tokens 1 --base-dtype q4 ;;
     train | train_q4)
       base=$base_dtype
-      [ "$r" = train_q4 ] && base=q4
+      train_products=$products
+      [ "$r" = train_q4 ] && base=q4 && train_products=f32
       rm -rf "$work/run_$base"
       row "$r" "$bin" --backend "$backend" train --model "$model" --sample-rows 4 \
         --val-fraction 0.25 --run-dir "$work/run_$base" --steps 1 --batch-size 1 --grad-accum 1 \
         --warmup-steps 0 --num-crops 16 --lora-rank 64 \
-        --lora-alpha 128 --base-dtype "$base" --recompute true --eval-samples 1 \
+        --lora-alpha 128 --base-dtype "$base" --product-dtype "$train_products" --recompute true \
+        --eval-samples 1 \
         --log-every 1 --no-tensorboard ;;
     *) echo "unknown row $r (load, text, photo, train, load_q4, train_q4)"; exit 2 ;;
   esac

@@ -222,5 +222,5 @@ def forward(model, input_ids, pixel_values=None, image_grids=None, labels=None):
         positions = torch.nonzero(input_ids < 0, as_tuple=True)
         if positions[0].numel() != feats.shape[0]:
             raise ValueError(f"{positions[0].numel()} placeholders but {feats.shape[0]} image tokens")
-        embeds = embeds.index_put(positions, feats)
+        embeds = embeds.index_put(positions, feats.to(embeds.dtype))
     return base(inputs_embeds=embeds, labels=labels)

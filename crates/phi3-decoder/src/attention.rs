@@ -9,7 +9,7 @@ use phi3v_nn::{Linear, MixedMatmul, NamedLinears, WeightsError, WeightsView};
 
 use crate::cache::KvCache;
 use crate::config::Phi3Config;
-use crate::rope::apply_rotary;
+use crate::rope::RotaryTables;
 
 /// Multi-head (or grouped-query) attention with rotary positions.
 #[derive(Module, Debug)]
@@ -65,30 +65,26 @@ impl<B: MixedMatmul> Phi3Attention<B> {
 impl<B: AttentionBackend> Phi3Attention<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
-    /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
+    /// - `rotary`: the tables for these `seq` positions (`[batch, seq, heads, head_dim]`)
     /// - `mask`: the rules for `seq` queries over `past + seq` keys; its padding, if any,
     ///   is `[batch, past + seq]`
     /// - returns `[batch, seq, hidden]`
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        cos: Tensor<B, 4>,
-        sin: Tensor<B, 4>,
+        rotary: &RotaryTables<B>,
         mask: &AttentionMask<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
-        let qkv = self.qkv_proj.forward(x);
-        let split = |start: usize, heads: usize| {
-            qkv.clone()
-                .slice([0..b, 0..s, start * d..(start + heads) * d])
-                .reshape([b, s, heads, d])
-                .swap_dims(1, 2)
-        };
-        let q = apply_rotary(split(0, h), cos.clone(), sin.clone());
-        let k = apply_rotary(split(h, kvh), cos, sin);
-        let v = split(h + kvh, kvh);
+        // q, k and v each from their own columns of `qkv_proj`, so that each is contiguous
+        // for the rotation (see `Linear::forward_split`).
+        let [q, k, v] = self.qkv_proj.forward_split(x, [h * d, kvh * d, kvh * d]);
+        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, d]);
+        let q = rotary.apply(heads(q, h)).swap_dims(1, 2);
+        let k = rotary.apply(heads(k, kvh)).swap_dims(1, 2);
+        let v = heads(v, kvh).swap_dims(1, 2);
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),

@@ -13,6 +13,7 @@ use crate::cache::KvCache;
 use crate::config::Phi3Config;
 use crate::mlp::Phi3Mlp;
 use crate::norm::RmsNorm;
+use crate::rope::RotaryTables;
 
 /// `h = x + attn(norm1(x)); out = h + mlp(norm2(h))`.
 #[derive(Module, Debug)]
@@ -47,21 +48,20 @@ impl<B: MixedMatmul> DecoderLayer<B> {
 
 impl<B: AttentionBackend> DecoderLayer<B> {
     /// # Shapes
-    /// - `x`: `[batch, seq, hidden]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`
+    /// - `x`: `[batch, seq, hidden]`; `rotary`: the tables for these `seq` positions
     /// - `mask`: the rules for `seq` queries over `past + seq` keys
     /// - returns `[batch, seq, hidden]`
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        cos: Tensor<B, 4>,
-        sin: Tensor<B, 4>,
+        rotary: &RotaryTables<B>,
         mask: &AttentionMask<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let h = x.clone()
             + self
                 .self_attn
-                .forward(self.input_layernorm.forward(x), cos, sin, mask, cache);
+                .forward(self.input_layernorm.forward(x), rotary, mask, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }

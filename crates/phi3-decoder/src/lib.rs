@@ -47,3 +47,4 @@ pub use generate::{
 };
 pub use loss::{LossTargets, IGNORE_INDEX};
 pub use model::{ForwardOptions, LayerContext, Phi3Model};
+pub use rope::RotaryTables;

@@ -44,11 +44,10 @@ impl<B: MixedMatmul> Phi3Mlp<B> {
     where
         B: MixedMatmul,
     {
-        let gate_up = self.gate_up_proj.forward(x);
-        let [b, s, two_i] = gate_up.dims();
-        let i = two_i / 2;
-        let gate = gate_up.clone().slice([0..b, 0..s, 0..i]);
-        let up = gate_up.slice([0..b, 0..s, i..two_i]);
+        // Gate and up from their own columns, so that both are contiguous for the
+        // element-wise product (see `Linear::forward_split`).
+        let i = self.gate_up_proj.dims().1 / 2;
+        let [gate, up] = self.gate_up_proj.forward_split(x, [i, i]);
         self.down_proj.forward(up * silu(gate))
     }
 }

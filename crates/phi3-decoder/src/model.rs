@@ -20,7 +20,7 @@ use crate::config::Phi3Config;
 use crate::error::DecoderError;
 use crate::layer::DecoderLayer;
 use crate::norm::RmsNorm;
-use crate::rope::LongRope;
+use crate::rope::{LongRope, RotaryTables};
 
 /// Optional inputs of a forward pass.
 #[derive(Debug)]
@@ -185,10 +185,8 @@ impl<B: MixedMatmul> Phi3Model<B> {
 /// What every layer of one forward pass shares: the rotary tables and the attention mask.
 #[derive(Debug, Clone)]
 pub struct LayerContext<B: Backend> {
-    /// `[batch, 1, seq, head_dim]`.
-    pub cos: Tensor<B, 4>,
-    /// `[batch, 1, seq, head_dim]`.
-    pub sin: Tensor<B, 4>,
+    /// The rotary tables of the `seq` positions.
+    pub rotary: RotaryTables<B>,
     /// The rules for `seq` queries over `past + seq` keys.
     pub mask: AttentionMask<B>,
 }
@@ -220,14 +218,16 @@ impl<B: AttentionBackend> Phi3Model<B> {
                 past + seq - 1,
             ),
         };
-        let (cos, sin) = self.rope.cos_sin(positions, max_position);
+        let rotary = self
+            .rope
+            .tables(positions, max_position, self.config.num_attention_heads);
         // The mask as rules, generated tile by tile by the memory-efficient kernel: a dense
         // `[seq, past + seq]` mask would be 16 GiB of booleans at 128K tokens.
         let padding = attention_mask.map(|m| m.equal_elem(0));
         let mask = AttentionMask::causal(past)
             .with_sliding_window(self.config.sliding_window)
             .with_padding(padding);
-        LayerContext { cos, sin, mask }
+        LayerContext { rotary, mask }
     }
 
     /// Runs the layers and the final norm over input embeddings.
@@ -257,7 +257,7 @@ impl<B: AttentionBackend> Phi3Model<B> {
         let mut x = embeds;
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(x, ctx.cos.clone(), ctx.sin.clone(), &ctx.mask, layer_cache);
+            x = layer.forward(x, &ctx.rotary, &ctx.mask, layer_cache);
         }
         self.norm.forward(x)
     }

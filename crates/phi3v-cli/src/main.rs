@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use phi3_decoder::{DecodingConfig, GenerateOptions};
-use phi3v::nn::BaseDtype;
-use phi3v_cli::train_args::base_dtype_parser;
+use phi3v::nn::{BaseDtype, ProductDtype};
+use phi3v_cli::train_args::{base_dtype_parser, product_dtype_parser};
 use phi3v_cli::{with_backend, BackendChoice};
 use phi3v_data::sample_data::{SampleImageFormat, SamplePreset};
 
@@ -70,6 +70,11 @@ enum Command {
         /// backend can hold it; q8 and q4 quantize the linear weights in blocks of 32.
         #[arg(long, default_value = "auto", value_parser = base_dtype_parser())]
         base_dtype: BaseDtype,
+        /// The arithmetic of the products with the base: f32 (the reference's) or bf16
+        /// (activations rounded to bf16, sums in f32, as PyTorch's bf16 autocast; twice the
+        /// rate on CPUs with AVX512-BF16). Not with a q8 or q4 base.
+        #[arg(long, default_value = "f32", value_parser = product_dtype_parser())]
+        product_dtype: ProductDtype,
     },
     /// Write the input ids and logits of one forward pass to a safetensors file.
     ///
@@ -97,6 +102,11 @@ enum Command {
         /// exactly.
         #[arg(long, default_value = "f32", value_parser = base_dtype_parser())]
         base_dtype: BaseDtype,
+        /// The arithmetic of the products with the base: f32 (the reference's) or bf16
+        /// (activations rounded to bf16, sums in f32, as PyTorch's bf16 autocast; twice the
+        /// rate on CPUs with AVX512-BF16). Not with a q8 or q4 base.
+        #[arg(long, default_value = "f32", value_parser = product_dtype_parser())]
+        product_dtype: ProductDtype,
     },
     /// Write a synthetic product catalogue (parquet with the Burberry schema, plus drawn
     /// product photos) for testing and learning without real data. The furniture preset
@@ -171,6 +181,11 @@ enum Command {
         /// backend can hold it; q8 and q4 quantize the linear weights in blocks of 32.
         #[arg(long, default_value = "auto", value_parser = base_dtype_parser())]
         base_dtype: BaseDtype,
+        /// The arithmetic of the products with the base: f32 (the reference's) or bf16
+        /// (activations rounded to bf16, sums in f32, as PyTorch's bf16 autocast; twice the
+        /// rate on CPUs with AVX512-BF16). Not with a q8 or q4 base.
+        #[arg(long, default_value = "f32", value_parser = product_dtype_parser())]
+        product_dtype: ProductDtype,
     },
     /// Fold a PEFT adapter into a model dir: a full model in the Hugging Face layout.
     ///
@@ -193,6 +208,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Large freed buffers stay in the heap for the next op (see `phi3v_nn::heap`).
+    phi3v::nn::heap::keep_freed_buffers();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Generate {
             model,
@@ -205,6 +222,7 @@ fn main() -> ExitCode {
             seed,
             print_ids,
             base_dtype,
+            product_dtype,
         } => {
             let request = cli::generate::Request {
                 model,
@@ -222,6 +240,7 @@ fn main() -> ExitCode {
                 },
                 print_ids,
                 base_dtype,
+                products: product_dtype,
             };
             run_generate(cli.backend, request).map_err(Into::into)
         }
@@ -232,8 +251,9 @@ fn main() -> ExitCode {
             out,
             overwrite,
             base_dtype,
+            product_dtype,
         } => with_backend!(cli.backend, Box::<dyn std::error::Error>::from, B => {
-            cli::logits::run::<B>(&model, &prompt, &image, &out, overwrite, base_dtype, Default::default())
+            cli::logits::run::<B>(&model, &prompt, &image, &out, overwrite, (base_dtype, product_dtype), Default::default())
         }),
         Command::SampleData {
             rows,
@@ -268,6 +288,7 @@ fn main() -> ExitCode {
             out,
             overwrite,
             base_dtype,
+            product_dtype,
         } => cli::train::eval(
             cli.backend,
             overwrite,
@@ -286,6 +307,7 @@ fn main() -> ExitCode {
                 max_new_tokens,
                 out,
                 base_dtype,
+                products: product_dtype,
             },
         ),
         Command::Merge {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
+use phi3v::nn::ProductDtype;
 use phi3v_data::sample_data::SamplePreset;
 use phi3v_data::split::SplitConfig;
 use phi3v_peft::targets::{LM_HEAD, VISION_TARGETS};
@@ -132,6 +133,11 @@ pub struct TrainArgs {
     /// --model.
     #[arg(long, value_parser = base_dtype_parser())]
     pub base_dtype: Option<BaseDtype>,
+    /// The arithmetic of the products with the frozen base: f32 (the reference's) or
+    /// bf16 (activations rounded to bf16, sums in f32, as PyTorch's bf16 autocast; twice
+    /// the rate on CPUs with AVX512-BF16). Not with a q8 or q4 base. Default: f32.
+    #[arg(long, value_parser = product_dtype_parser())]
+    pub product_dtype: Option<ProductDtype>,
     /// Recompute each decoder layer in the backward pass instead of keeping its
     /// activations (memory of one layer instead of all, for a second forward pass). Needs
     /// lora dropout 0. Default: off for the tiny random model, on with --model.
@@ -201,6 +207,7 @@ impl TrainArgs {
         set(&mut train.checkpoint_every, self.checkpoint_every);
         set(&mut train.log_every, self.log_every);
         set(&mut train.base_dtype, self.base_dtype);
+        set(&mut train.products, self.product_dtype);
         set(&mut train.recompute, self.recompute);
         train.keep_last = self.keep_last;
         train.seed = self.seed;
@@ -240,6 +247,11 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *slot = v;
     }
+}
+
+/// The parser of `--product-dtype`, shared by every command that loads a model.
+pub fn product_dtype_parser() -> impl TypedValueParser<Value = ProductDtype> {
+    PossibleValuesParser::new(ProductDtype::NAMES).try_map(|s| s.parse::<ProductDtype>())
 }
 
 /// The parser of `--base-dtype`, shared by every command that loads a model.

@@ -96,6 +96,51 @@ fn generate_command_matches_reference_greedy_tokens() {
     );
 }
 
+/// `--product-dtype bf16` says so when the model loads and generates; over a quantized
+/// base it is refused before anything is loaded, naming both flags' values.
+#[test]
+fn bf16_products_are_stated_and_refused_over_a_quantized_base() {
+    let ckpt = ckpt();
+    let generate = |base: &str| {
+        phi3v(&[
+            "generate",
+            "--model",
+            ckpt.to_str().unwrap(),
+            "--prompt",
+            ONE_IMAGE,
+            "--image",
+            ckpt.join("coat.png").to_str().unwrap(),
+            "--max-new-tokens",
+            "4",
+            "--print-ids",
+            "--base-dtype",
+            base,
+            "--product-dtype",
+            "bf16",
+        ])
+    };
+    let o = generate("bf16");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("matrices in bf16 (products in bf16, accumulated in f32)"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ids: ["));
+
+    let o = generate("q4");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("--product-dtype bf16") && stderr.contains("not q4"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("weights:"),
+        "refused after loading: {stderr}"
+    );
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let ckpt = ckpt();

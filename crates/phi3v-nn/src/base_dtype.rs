@@ -36,6 +36,73 @@ pub enum BaseDtype {
     Q4,
 }
 
+/// The arithmetic of the products with a frozen base's weights (every linear layer whose
+/// weight takes no gradient, and `lm_head`).
+///
+/// `F32` multiplies f32 activations by the weights as they are stored: the reference's
+/// arithmetic, whatever the base dtype. `Bf16` rounds the activations (and an f32 weight)
+/// to bf16 and sums the products in f32, as PyTorch's bf16 autocast does: on a CPU with
+/// AVX512-BF16, or a GPU's bf16 units, that runs at twice f32's rate, and every product's
+/// inputs lose the bits below bf16's 8-bit mantissa. Attention, norms, adapters and the
+/// loss stay f32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductDtype {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl ProductDtype {
+    /// Every choice, by the name [`FromStr`](std::str::FromStr) reads.
+    pub const NAMES: [&'static str; 2] = ["f32", "bf16"];
+
+    /// How the output and the flags name it: `f32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProductDtype::F32 => "f32",
+            ProductDtype::Bf16 => "bf16",
+        }
+    }
+
+    /// Refuses bf16 products over a quantized base: its blocks are dequantized to f32
+    /// tiles inside the product, and rounding them to bf16 as well would only lose bits.
+    pub fn check_base(self, base: BaseDtype) -> Result<(), String> {
+        match (self, base) {
+            (ProductDtype::Bf16, BaseDtype::Q8 | BaseDtype::Q4) => Err(format!(
+                "--product-dtype bf16 needs a float base (f32, bf16 or auto), not {}: a \
+                 quantized base's products dequantize to f32",
+                base.name()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// How the load message says the products run.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ProductDtype::F32 => "products in f32",
+            ProductDtype::Bf16 => "products in bf16, accumulated in f32",
+        }
+    }
+}
+
+impl std::str::FromStr for ProductDtype {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        [Self::F32, Self::Bf16]
+            .into_iter()
+            .find(|d| d.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown product dtype `{name}` (expected one of {:?})",
+                    Self::NAMES
+                )
+            })
+    }
+}
+
 /// Values per quantization block, each block with its own f32 scale: the block size of
 /// llama.cpp's Q4_0 and Q8_0, small enough that one outlier costs only its 31 neighbours
 /// their precision.

@@ -11,6 +11,7 @@
 
 pub mod attention;
 pub mod base_dtype;
+pub mod heap;
 pub mod linear;
 pub mod lora;
 pub mod memory;
@@ -22,7 +23,7 @@ pub mod weights;
 pub use attention::{
     attention, causal_mask, naive_attention, AttentionBackend, AttentionKernel, AttentionMask,
 };
-pub use base_dtype::{BaseDtype, BaseStorage};
+pub use base_dtype::{BaseDtype, BaseStorage, ProductDtype};
 pub use linear::Linear;
 pub use lora::{LoraAdapter, LoraConfig, LoraInit};
 pub use mixed::MixedMatmul;

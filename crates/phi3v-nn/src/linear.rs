@@ -9,9 +9,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::lora::LoraAdapter;
-use crate::mixed::{rounded_matmul, MixedMatmul};
+use crate::mixed::{frozen_matmul, is_quantized, rounded_matmul, MixedMatmul};
 use crate::view::{Init, WeightsView};
 use crate::weights::WeightsError;
+use crate::ProductDtype;
 
 /// `y = x W + b`, plus `s (x A) B` when a LoRA adapter is attached.
 ///
@@ -31,6 +32,10 @@ pub struct Linear<B: Backend> {
     /// address the layer by it.
     #[module(skip)]
     name: String,
+    /// The arithmetic of the product with a frozen weight (see [`ProductDtype`]); a
+    /// trainable weight multiplies in its own dtype.
+    #[module(skip)]
+    products: ProductDtype,
 }
 
 impl<B: Backend> Linear<B> {
@@ -44,6 +49,16 @@ impl<B: Backend> Linear<B> {
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
+    }
+
+    /// The arithmetic of the product with the weight while it is frozen.
+    pub fn products(&self) -> ProductDtype {
+        self.products
+    }
+
+    /// Multiplies by the weight in `products` while it is frozen (see [`ProductDtype`]).
+    pub fn set_products(&mut self, products: ProductDtype) {
+        self.products = products;
     }
 
     /// Input and output widths.
@@ -60,6 +75,7 @@ impl<B: Backend> Linear<B> {
             bias: bias.map(Param::from_tensor),
             lora: None,
             name: String::new(),
+            products: ProductDtype::F32,
         }
     }
 }
@@ -85,6 +101,7 @@ impl<B: MixedMatmul> Linear<B> {
             bias,
             lora: None,
             name: vb.path().to_string(),
+            products: ProductDtype::F32,
         })
     }
 
@@ -116,45 +133,105 @@ impl<B: MixedMatmul> Linear<B> {
 
     /// `x W + b (+ s (x A) B)`, in `x`'s dtype.
     ///
-    /// A weight stored in a narrower dtype than `x` (a frozen bf16 base, see
-    /// [`Linear::cast_weight`]) goes through the backend's [`MixedMatmul`]: on flex the bf16
-    /// values are read in place and accumulated in f32, without an f32 copy of the weight,
-    /// and under autodiff the product is one node that saves nothing but the weight it
-    /// already holds. A narrow weight that still requires a gradient (not a frozen base)
-    /// takes the differentiable path: `x` rounded to the weight's dtype and back.
+    /// A frozen weight is multiplied as [`Linear::products`] says, through
+    /// [`frozen_matmul`]: in f32, a weight stored in a narrower dtype (a frozen bf16 base,
+    /// see [`Linear::cast_weight`]) goes through the backend's [`MixedMatmul`], where on flex
+    /// the bf16 values are read in place and accumulated in f32, without an f32 copy of the
+    /// weight; in bf16, both operands are rounded to bf16 (twice f32's rate on hardware with
+    /// bf16 dot products). Under autodiff either is one node that saves nothing but the
+    /// weight it already holds. A weight that requires a gradient multiplies in its own
+    /// dtype: a narrow one (not a frozen base) takes the differentiable path, `x` rounded to
+    /// the weight's dtype and back.
     ///
     /// # Shapes
     /// - `x`: `[..., d_input]`
     /// - returns `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let d_output = self.weight.dims()[1];
+        let [y] = self.forward_split(x, [d_output]);
+        y
+    }
+
+    /// [`Linear::forward`] cut along its output into `N` parts of the given widths (which
+    /// sum to `d_output`), each from its own product over a column slice of the weight.
+    ///
+    /// Why: each part comes out contiguous. On flex an element-wise op over a column slice
+    /// of one wide output walks it element by element on one core: the gated MLP's
+    /// `silu(gate) * up` and the rotation of the queries and keys were 1.3 s of a 2,523-token
+    /// prefill at the released widths. The products cost the same, and a LoRA adapter's
+    /// first factor (and its dropout) is computed once for all parts.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d_input]`
+    /// - returns `[..., widths[i]]` for each part
+    pub fn forward_split<const D: usize, const N: usize>(
+        &self,
+        x: Tensor<B, D>,
+        widths: [usize; N],
+    ) -> [Tensor<B, D>; N] {
         let weight = self.weight.val();
         let dims = x.dims();
         let [d_input, d_output] = weight.dims();
+        assert_eq!(
+            widths.iter().sum::<usize>(),
+            d_output,
+            "{}: parts {widths:?} do not make the output width {d_output}",
+            self.name
+        );
         // Every product runs on 2-D rows. burn's `module::linear` would reshape the weight
         // to x's rank, and the weight is the transposed view of PyTorch's `[out, in]`
         // layout: reshaping a non-contiguous tensor makes flex copy the whole weight on
         // every call (5% of a LoRA step at the released widths), where a 2-D product
         // reads it through its strides.
-        let rows = x
-            .clone()
-            .reshape([dims.iter().product::<usize>() / d_input, d_input]);
-        let y = if x.dtype() == weight.dtype() {
-            rows.matmul(weight)
-        } else if weight.is_require_grad() {
-            rounded_matmul(rows, weight)
+        let rows = x.reshape([dims.iter().product::<usize>() / d_input, d_input]);
+        let lora_hidden = self.lora.as_ref().map(|lora| lora.down(rows.clone()));
+        let whole = N == 1;
+        // A quantized weight's blocks cannot be cut along its columns: its whole product is
+        // cut instead.
+        let quantized_product =
+            (!whole && is_quantized(&weight)).then(|| self.product(rows.clone(), weight.clone()));
+        let mut start = 0;
+        widths.map(|width| {
+            let columns = start..start + width;
+            start += width;
+            let mut y = match (&quantized_product, whole) {
+                (Some(y), _) => y.clone().slice([0..y.dims()[0], columns.clone()]),
+                (None, true) => self.product(rows.clone(), weight.clone()),
+                (None, false) => self.product(
+                    rows.clone(),
+                    weight.clone().slice([0..d_input, columns.clone()]),
+                ),
+            };
+            if let Some(bias) = &self.bias {
+                let bias = bias.val();
+                let bias = if whole {
+                    bias
+                } else {
+                    bias.slice([columns.clone()])
+                };
+                y = y + bias.unsqueeze();
+            }
+            if let (Some(lora), Some(hidden)) = (&self.lora, &lora_hidden) {
+                y = y + lora.up(hidden.clone(), columns);
+            }
+            let mut out_dims = dims;
+            out_dims[D - 1] = width;
+            y.reshape(out_dims)
+        })
+    }
+
+    /// `rows w` for `w` the weight or a column slice of it, in the arithmetic [`Linear::forward`]
+    /// describes.
+    ///
+    /// # Shapes
+    /// - `rows`: `[rows, d_input]`, `w`: `[d_input, width]`; returns `[rows, width]`
+    fn product(&self, rows: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+        if !w.is_require_grad() {
+            frozen_matmul(rows, w, self.products)
+        } else if rows.dtype() == w.dtype() {
+            rows.matmul(w)
         } else {
-            B::mixed_matmul(rows, weight)
-        };
-        let mut out_dims = dims;
-        out_dims[D - 1] = d_output;
-        let y = y.reshape(out_dims);
-        let base = match self.bias.as_ref().map(|b| b.val()) {
-            Some(b) => y + b.unsqueeze(),
-            None => y,
-        };
-        match &self.lora {
-            Some(lora) => base + lora.forward(x),
-            None => base,
+            rounded_matmul(rows, w)
         }
     }
 }

@@ -139,6 +139,22 @@ impl<B: Backend> LoraAdapter<B> {
     /// - `x`: `[..., d_input]`
     /// - returns `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let [d_in, _] = self.lora_a.dims();
+        let [_, d_out] = self.lora_b.dims();
+        let dims = x.dims();
+        let rows: usize = dims[..D - 1].iter().product();
+        let y = self.up(self.down(x.reshape([rows, d_in])), 0..d_out);
+        let mut out = dims;
+        out[D - 1] = d_out;
+        y.reshape(out)
+    }
+
+    /// The first factor: `dropout(x) A` (dropout only while training).
+    ///
+    /// # Shapes
+    /// - `x`: `[rows, d_input]`
+    /// - returns `[rows, rank]`
+    pub fn down(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let device = x.device();
         let x = if self.dropout > 0.0 && B::ad_enabled(&device) {
             let keep = x.random_like(Distribution::Bernoulli(1.0 - self.dropout));
@@ -146,18 +162,25 @@ impl<B: Backend> LoraAdapter<B> {
         } else {
             x
         };
-        let [d_in, _] = self.lora_a.dims();
-        let [_, d_out] = self.lora_b.dims();
-        let dims = x.dims();
-        let rows: usize = dims[..D - 1].iter().product();
-        let y = x
-            .reshape([rows, d_in])
-            .matmul(self.lora_a.val())
-            .matmul(self.lora_b.val())
-            .mul_scalar(self.scale);
-        let mut out = dims;
-        out[D - 1] = d_out;
-        y.reshape(out)
+        x.matmul(self.lora_a.val())
+    }
+
+    /// The second factor on output columns `columns`: `s h B[:, columns]`. A layer whose
+    /// output is cut in parts shares one [`LoraAdapter::down`] (and so one dropout mask)
+    /// between them, as one adapter over the whole output would.
+    ///
+    /// # Shapes
+    /// - `h`: `[rows, rank]`
+    /// - returns `[rows, columns.len()]`
+    pub fn up(&self, h: Tensor<B, 2>, columns: std::ops::Range<usize>) -> Tensor<B, 2> {
+        let b = self.lora_b.val();
+        let [r, d_out] = b.dims();
+        let b = if columns == (0..d_out) {
+            b
+        } else {
+            b.slice([0..r, columns])
+        };
+        h.matmul(b).mul_scalar(self.scale)
     }
 }
 

@@ -14,6 +14,7 @@
 use burn::tensor::backend::Backend;
 
 use crate::linear::Linear;
+use crate::ProductDtype;
 
 /// Implemented by every module that holds linear layers.
 pub trait NamedLinears<B: Backend> {
@@ -21,6 +22,12 @@ pub trait NamedLinears<B: Backend> {
     /// for example `model.layers.3.self_attn.qkv_proj`) and the layer, for every linear
     /// layer. `prefix` is normally empty; it places the names under an outer module.
     fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>));
+
+    /// Makes every linear layer multiply its frozen weight in `products` (see
+    /// [`ProductDtype`]).
+    fn set_products(&mut self, products: ProductDtype) {
+        self.for_each_linear("", &mut |_, linear| linear.set_products(products));
+    }
 }
 
 impl<B: Backend> NamedLinears<B> for Linear<B> {

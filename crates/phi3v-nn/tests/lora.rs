@@ -168,3 +168,100 @@ fn fresh_a_has_peft_spread() {
         assert_eq!(b, 0.0, "B starts at zero");
     }
 }
+
+/// `forward_split` gives `forward`'s output cut along its columns, for every weight form a
+/// frozen base takes (f32, bf16 read in place, bf16 products, q4 blocks), with a bias and a
+/// trained adapter, and under autodiff the parts' gradients reach the input and the
+/// adapter as the whole output's do.
+#[test]
+fn split_forward_equals_the_cut_forward() {
+    use burn::tensor::FloatDType;
+    use phi3v_nn::{BaseDtype, MixedMatmul, ProductDtype};
+    let device = Default::default();
+    let config = LoraConfig {
+        rank: 3,
+        alpha: 6.0,
+        dropout: 0.0,
+        init: LoraInit::Kaiming,
+    };
+    let x = Tensor::<B, 3>::random([2, 9, 40], Distribution::Normal(0.0, 1.0), &device);
+    let widths = [24, 8, 32];
+    let scheme = BaseDtype::Q4
+        .resolve::<B>(&device)
+        .unwrap()
+        .quantization
+        .unwrap();
+    for form in ["f32", "bf16", "bf16 products", "q4"] {
+        let mut layer = Linear::<B>::random(40, 64, true, 0.3, &device);
+        match form {
+            "bf16" => layer.cast_weight(FloatDType::BF16),
+            "bf16 products" => layer.set_products(ProductDtype::Bf16),
+            "q4" => {
+                let (id, w, _) = layer.weight.consume();
+                layer.weight = burn::module::Param::initialized(id, B::quantize_frozen(w, &scheme));
+            }
+            _ => {}
+        }
+        let fresh = LoraAdapter::<B>::new(40, 64, &config, &device);
+        let b = Tensor::random([3, 64], Distribution::Normal(0.0, 1.0), &device);
+        layer.lora = Some(LoraAdapter::from_tensors(
+            fresh.lora_a.val(),
+            b,
+            config.scale(),
+        ));
+        let whole = layer.forward(x.clone());
+        let parts = layer.forward_split(x.clone(), widths);
+        let mut start = 0;
+        for (part, width) in parts.into_iter().zip(widths) {
+            assert_eq!(part.dims(), [2, 9, width], "{form}");
+            let cut = whole.clone().slice([0..2, 0..9, start..start + width]);
+            let diff = max_diff(part, cut);
+            assert!(diff < 1e-5, "{form}: part at column {start}: {diff}");
+            start += width;
+        }
+    }
+
+    // Under autodiff: the same gradients through the parts as through the whole.
+    let layer = Linear::<AD>::random(40, 64, true, 0.3, &device).no_grad();
+    let mut layer = layer;
+    let fresh = LoraAdapter::<AD>::new(40, 64, &config, &device);
+    let b = Tensor::random([3, 64], Distribution::Normal(0.0, 1.0), &device);
+    layer.lora = Some(LoraAdapter::from_tensors(
+        fresh.lora_a.val(),
+        b,
+        config.scale(),
+    ));
+    let weights = Tensor::<AD, 3>::random([2, 9, 64], Distribution::Normal(0.0, 1.0), &device);
+    let grads = |split: bool| {
+        let x = Tensor::<AD, 3>::from_inner(x.clone()).require_grad();
+        let y = if split {
+            Tensor::cat(layer.forward_split(x.clone(), widths).to_vec(), 2)
+        } else {
+            layer.forward(x.clone())
+        };
+        let g = (y * weights.clone()).sum().backward();
+        let lora = layer.lora.as_ref().unwrap();
+        (
+            x.grad(&g).unwrap(),
+            lora.lora_a.grad(&g).unwrap(),
+            lora.lora_b.grad(&g).unwrap(),
+        )
+    };
+    // The parts sum A's gradient in another order: within 1e-6 of the largest entry.
+    let (whole, split) = (grads(false), grads(true));
+    let close = |a: Tensor<B, 2>, b: Tensor<B, 2>, what: &str| {
+        let largest = a.clone().abs().max().into_scalar();
+        let diff = max_diff(a, b);
+        assert!(
+            diff <= 1e-6 * largest.max(1.0),
+            "{what}: {diff} off, entries up to {largest}"
+        );
+    };
+    close(
+        whole.0.reshape([18, 40]),
+        split.0.reshape([18, 40]),
+        "input gradient",
+    );
+    close(whole.1, split.1, "A's gradient");
+    close(whole.2, split.2, "B's gradient");
+}

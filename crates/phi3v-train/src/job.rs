@@ -35,7 +35,7 @@ use phi3v::ModelDir;
 use phi3v_data::images::{FetchConfig, ImageFetcher};
 use phi3v_data::report::{DropReason, Report};
 use phi3v_data::split::{split_by_product, SplitConfig};
-use phi3v_nn::AttentionBackend;
+use phi3v_nn::{AttentionBackend, NamedLinears};
 use phi3v_track::EvalTable;
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +44,7 @@ use crate::dataset::{SkipReason, SkippedItem, TaskData};
 use crate::error::TrainError;
 use crate::eval::{evaluate, EvalMetrics};
 use crate::job_diff::{compare, StoredJob};
-use crate::precision::BaseDtype;
+use crate::precision::{BaseDtype, ProductDtype};
 use crate::run_dir::existing_run_files;
 use crate::task::{SourceRow, Task, TaskItem};
 use crate::trainer::{require, RunLabels, RunSummary, TrainConfig, Trainer};
@@ -332,9 +332,10 @@ impl<T: Task> CheckedJob<T> {
         let settings = &job.settings;
         let run_dir = &settings.run_dir;
         let data = self.data;
-        let (model, storage) = data
+        let (mut model, storage) = data
             .dir
             .load_trainable::<B>(&device, settings.train.base_dtype)?;
+        model.set_products(settings.train.products);
         // The run starts here: job.json is the first file written.
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
         crate::io::write_json(&run_dir.join("job.json"), &self.record)?;
@@ -590,6 +591,8 @@ pub struct EvalJob {
     pub out: PathBuf,
     /// How the base's large matrices are held.
     pub base_dtype: BaseDtype,
+    /// The arithmetic of the products with the base.
+    pub products: ProductDtype,
 }
 
 impl EvalJob {
@@ -598,6 +601,9 @@ impl EvalJob {
     pub fn validate(&self) -> Result<(), TrainError> {
         self.split.validate()?;
         check_num_crops(self.num_crops)?;
+        self.products
+            .check_base(self.base_dtype)
+            .map_err(TrainError::Config)?;
         require(
             self.samples >= 1,
             "evaluation samples (--samples)",
@@ -659,6 +665,7 @@ pub fn run_eval<B: AttentionBackend, T: Task>(
     )?;
     data.require_both_sides(&job.data, &job.split)?;
     let (mut model, _) = data.dir.load_model_as::<B>(&device, job.base_dtype)?;
+    model.set_products(job.products);
     if let Some(adapter) = &job.adapter {
         phi3v_peft::import_peft(&mut model, adapter, &device)?;
     }

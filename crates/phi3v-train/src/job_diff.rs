@@ -81,6 +81,7 @@ const FLAGS: &[(&str, &str)] = &[
     ),
     ("train.plan.full", "--full-projection"),
     ("train.base_dtype", "--base-dtype"),
+    ("train.products", "--product-dtype"),
     ("train.recompute", "--recompute"),
     ("split.validation_fraction", "--val-fraction"),
     ("num_crops", "--num-crops"),

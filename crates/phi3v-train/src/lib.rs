@@ -36,7 +36,7 @@ pub mod trainer;
 
 pub use error::TrainError;
 pub use optim::{AdamW, AdamWConfig, Schedule, ScheduleKind};
-pub use precision::BaseDtype;
+pub use precision::{BaseDtype, ProductDtype};
 pub use task::{Baseline, LoadedItems, Score, SourceRow, Task, TaskItem};
 pub use tasks::{BurberryTask, ConversationTask, TaskFile, TemplateTask};
 pub use trainer::{RunSummary, TrainConfig, Trainer};

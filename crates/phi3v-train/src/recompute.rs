@@ -125,7 +125,7 @@ where
         )?;
         let mut inputs = Vec::with_capacity(decoder.layers.len() + 1);
         for layer in &decoder.layers {
-            let next = layer.forward(x.clone(), ctx.cos.clone(), ctx.sin.clone(), &ctx.mask, None);
+            let next = layer.forward(x.clone(), &ctx.rotary, &ctx.mask, None);
             inputs.push(x);
             x = next;
         }
@@ -149,13 +149,7 @@ where
         .layer_context([b, t], 0, attention_mask, None, &device);
     for i in (0..model.decoder.layers.len()).rev() {
         let x = Tensor::<B, 3>::from_inner(inputs.pop().expect("a layer input")).require_grad();
-        let out = model.decoder.layers[i].forward(
-            x.clone(),
-            ctx.cos.clone(),
-            ctx.sin.clone(),
-            &ctx.mask,
-            None,
-        );
+        let out = model.decoder.layers[i].forward(x.clone(), &ctx.rotary, &ctx.mask, None);
         let grads = surrogate(out, grad_out).backward();
         grad_out = x.grad(&grads).expect("a layer input has a gradient");
         sum.add_gradients(model, full, &grads);

@@ -31,7 +31,7 @@ use crate::error::TrainError;
 use crate::eval::{evaluate, EvalMetrics, FieldVerdict};
 use crate::optim::{clip_factor, AdamW, AdamWConfig, Schedule, ScheduleKind};
 use crate::params::for_each_trainable;
-use crate::precision::BaseDtype;
+use crate::precision::{BaseDtype, ProductDtype};
 use crate::recompute::{recomputed_backward, MicroBatch};
 use crate::run_dir::RunDir;
 use crate::task::Task;
@@ -75,6 +75,9 @@ pub struct TrainConfig {
     pub tensorboard: bool,
     /// Storage dtype of the frozen base's matrices (applied when the job loads the model).
     pub base_dtype: BaseDtype,
+    /// The arithmetic of the products with the frozen base (see [`ProductDtype`]): f32, the
+    /// reference's, or bf16, twice the rate where the CPU or GPU multiplies bf16.
+    pub products: ProductDtype,
     /// Keep only each decoder layer's input in the forward pass and recompute the layer
     /// in the backward pass (see [`crate::recompute`]): activation memory of one layer
     /// instead of all, for a second forward pass. Needs adapter dropout 0.
@@ -107,6 +110,7 @@ impl Default for TrainConfig {
             log_every: 10,
             tensorboard: true,
             base_dtype: BaseDtype::Auto,
+            products: ProductDtype::F32,
             recompute: true,
         }
     }
@@ -131,6 +135,9 @@ impl TrainConfig {
     /// be at least 1, every real number finite, and the warmup must end within the run.
     pub fn validate(&self) -> Result<(), TrainError> {
         self.plan.lora.validate().map_err(TrainError::Config)?;
+        self.products
+            .check_base(self.base_dtype)
+            .map_err(TrainError::Config)?;
         let positive = |x: f64| x.is_finite() && x > 0.0;
         let non_negative = |x: f64| x.is_finite() && x >= 0.0;
         let unit = |x: f64| x.is_finite() && (0.0..1.0).contains(&x);

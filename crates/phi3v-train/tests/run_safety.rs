@@ -365,6 +365,7 @@ fn an_evaluation_over_zero_items_is_an_error() {
         max_new_tokens: 3,
         out: out.clone(),
         base_dtype: Default::default(),
+        products: Default::default(),
     };
     let evaluate = |job: &EvalJob| {
         run_eval::<Flex, _>(BurberryTask::default(), job, Default::default()).map(|_| ())

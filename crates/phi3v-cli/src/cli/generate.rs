@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use phi3_decoder::GenerateOptions;
-use phi3v::nn::{AttentionBackend, BaseDtype};
+use phi3v::nn::{AttentionBackend, BaseDtype, ProductDtype};
 use phi3v::processor::prompt::generation_prompt;
 use phi3v::Phi3VError;
 
@@ -19,6 +19,8 @@ pub struct Request {
     pub print_ids: bool,
     /// How the model's large matrices are held.
     pub base_dtype: BaseDtype,
+    /// The arithmetic of the products with them.
+    pub products: ProductDtype,
 }
 
 /// The chat text for a prompt: used as is when it already holds chat tags, otherwise
@@ -42,7 +44,7 @@ pub fn run<B: AttentionBackend>(request: Request, device: B::Device) -> Result<(
     // Everything that can be refused is checked before the model is loaded.
     request.options.decoding.validate()?;
     let images = super::images::resolve(&request.images).map_err(Phi3VError::Input)?;
-    let session = Session::<B>::load(&request.model, device, request.base_dtype)?;
+    let session = Session::<B>::load(&request.model, device, request.base_dtype, request.products)?;
     let text = chat_text(&request.prompt, images.len());
     let inputs = session.inputs(&text, &images)?;
     let start = Instant::now();

@@ -7,7 +7,7 @@ use std::error::Error;
 use std::path::Path;
 
 use phi3_decoder::ForwardOptions;
-use phi3v::nn::{AttentionBackend, BaseDtype};
+use phi3v::nn::{AttentionBackend, BaseDtype, ProductDtype};
 use phi3v::Phi3VError;
 use phi3v_io::{check_disjoint, Role};
 use safetensors::tensor::{Dtype, TensorView};
@@ -20,12 +20,12 @@ pub fn run<B: AttentionBackend>(
     images: &[String],
     out: &Path,
     overwrite: bool,
-    base_dtype: BaseDtype,
+    (base_dtype, products): (BaseDtype, ProductDtype),
     device: B::Device,
 ) -> Result<(), Box<dyn Error>> {
     let images = super::images::resolve(images).map_err(Phi3VError::Input)?;
     check_output(model, &images, out, overwrite)?;
-    let session = Session::<B>::load(model, device, base_dtype)?;
+    let session = Session::<B>::load(model, device, base_dtype, products)?;
     let inputs = session.inputs(prompt, &images)?;
     let n = inputs.ids.len();
     let logits = session.model.forward(

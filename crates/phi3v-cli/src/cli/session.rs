@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
-use phi3v::nn::{memory, BaseDtype, MixedMatmul};
+use phi3v::nn::{memory, BaseDtype, MixedMatmul, NamedLinears, ProductDtype};
 use phi3v::processor::Processor;
 use phi3v::{BatchTensors, ModelDir, Phi3V, Phi3VError};
 
@@ -24,17 +24,25 @@ pub struct Inputs<B: Backend> {
 }
 
 impl<B: MixedMatmul> Session<B> {
-    /// Loads the model with its base held as `base_dtype` says, and says on stderr what
-    /// that resolved to and what it holds.
-    pub fn load(model: &str, device: B::Device, base_dtype: BaseDtype) -> Result<Self, Phi3VError> {
+    /// Loads the model with its base held as `base_dtype` says and multiplied as
+    /// `products` says, and says on stderr what that resolved to and what it holds.
+    pub fn load(
+        model: &str,
+        device: B::Device,
+        base_dtype: BaseDtype,
+        products: ProductDtype,
+    ) -> Result<Self, Phi3VError> {
+        products.check_base(base_dtype).map_err(Phi3VError::Input)?;
         let dir = ModelDir::resolve(model)?;
         let config = dir.config()?;
         let processor = dir.processor(&config)?;
-        let (model, storage) = dir.load_model_as::<B>(&device, base_dtype)?;
+        let (mut model, storage) = dir.load_model_as::<B>(&device, base_dtype)?;
+        model.set_products(products);
         eprintln!(
-            "weights: {} resident, matrices in {} (products accumulate in f32)",
+            "weights: {} resident, matrices in {} ({})",
             memory::gb(memory::resident_bytes(&model)),
             storage.name(),
+            products.describe(),
         );
         Ok(Self {
             model,

@@ -45,17 +45,47 @@ impl MixedMatmul for Flex {
         let [m, k] = x.dims();
         let [_, n] = w.dims();
         let x = contiguous(primitive(x));
-        let w = primitive(w);
         let x_values = &x.storage::<f32>()[..m * k];
-        let weight = match BfView::new(&w, k, n) {
-            Some(view) => view,
-            None => {
-                let w = w.to_contiguous();
-                let out = product(x_values, &BfView::new(&w, k, n).expect("contiguous"), m);
-                return tensor(out, m, n);
-            }
+        let out = with_view::<bf16, _>(&primitive(w), k, n, |w| product(x_values, w, m));
+        tensor(out, m, n)
+    }
+
+    /// On a CPU with AVX512-BF16, and more than [`DOT_ROWS`] rows, the dot-product kernel
+    /// of `dpbf16.rs` on a bf16 or f32 weight read in place. Elsewhere the activations are
+    /// rounded to bf16 and multiplied by the bf16 weight through
+    /// [`MixedMatmul::mixed_matmul`], which sums the same products in another order (an f32
+    /// weight is rounded into a bf16 copy first). A quantized weight takes the provided
+    /// method.
+    fn bf16_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let float_weight = matches!(w.dtype(), DType::BF16 | DType::F32);
+        if x.dtype() != DType::F32 || !float_weight {
+            return super::rounded_bf16_matmul(x, w);
+        }
+        let [m, k] = x.dims();
+        let [_, n] = w.dims();
+        #[cfg(target_arch = "x86_64")]
+        if m > DOT_ROWS && super::dpbf16::available() {
+            let x = contiguous(primitive(x));
+            let x_values = &x.storage::<f32>()[..m * k];
+            let w = primitive(w);
+            // SAFETY: `available` checked the CPU.
+            let out = if w.dtype() == DType::BF16 {
+                with_view::<bf16, _>(&w, k, n, |w| unsafe {
+                    super::dpbf16::product(x_values, w, m)
+                })
+            } else {
+                with_view::<f32, _>(&w, k, n, |w| unsafe {
+                    super::dpbf16::product(x_values, w, m)
+                })
+            };
+            return tensor(out, m, n);
+        }
+        let _ = (m, k, n);
+        let w = match w.dtype() {
+            DType::BF16 => w,
+            _ => rounded_to_bf16(w),
         };
-        tensor(product(x_values, &weight, m), m, n)
+        Self::mixed_matmul(rounded_to_bf16(x).cast(FloatDType::F32), w)
     }
 
     fn mixed_matmul_transposed(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
@@ -99,6 +129,32 @@ pub(super) fn tensor(values: Vec<f32>, m: usize, n: usize) -> Tensor<Flex, 2> {
     Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(data)))
 }
 
+/// `t` (f32) rounded to bf16 to nearest, ties to even, as the kernel rounds: burn-flex
+/// 0.21's cast rounds a few values just above a midpoint down (`0xc0268003` to `0xc026`).
+fn rounded_to_bf16(t: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
+    let shape = t.shape();
+    let values: Vec<bf16> = t.into_data().iter::<f32>().map(bf16::from_f32).collect();
+    let data = burn::tensor::TensorData::new(values, shape);
+    Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(data)))
+}
+
+/// `f` on the `[k, n]` view of `w`'s storage, or of its contiguous copy when its strides
+/// are not positive (a flipped tensor).
+fn with_view<T: burn::tensor::Element + bytemuck::Pod, R>(
+    w: &FlexTensor,
+    k: usize,
+    n: usize,
+    f: impl FnOnce(&Strided<'_, T>) -> R,
+) -> R {
+    match Strided::new(w, k, n) {
+        Some(view) => f(&view),
+        None => {
+            let w = w.to_contiguous();
+            f(&Strided::new(&w, k, n).expect("a contiguous tensor has positive strides"))
+        }
+    }
+}
+
 /// `x w` for `x` `[m, k]` (row-major) and the bf16 view `w`, as `[m, n]` row-major.
 fn product(x: &[f32], w: &BfView<'_>, m: usize) -> Vec<f32> {
     let simd = Simd::detect();
@@ -119,10 +175,10 @@ pub(super) trait ColumnTiles: Sync {
     fn widen_columns(&self, c0: usize, cols: usize, buf: &mut [f32], simd: Simd) -> (isize, isize);
 }
 
-/// A `[k, n]` bf16 matrix inside a flex tensor's storage:
-/// `w[r, c] = data[offset + r * row_stride + c * col_stride]`.
-struct BfView<'a> {
-    data: &'a [bf16],
+/// A `[k, n]` matrix inside a flex tensor's storage, of bf16 (a bf16 base) or f32 (an f32
+/// base multiplied in bf16): `w[r, c] = data[offset + r * row_stride + c * col_stride]`.
+pub(super) struct Strided<'a, T> {
+    data: &'a [T],
     offset: usize,
     k: usize,
     n: usize,
@@ -130,7 +186,10 @@ struct BfView<'a> {
     col_stride: usize,
 }
 
-impl<'a> BfView<'a> {
+/// A bf16 weight (see [`Strided`]).
+type BfView<'a> = Strided<'a, bf16>;
+
+impl<'a, T: burn::tensor::Element + bytemuck::Pod> Strided<'a, T> {
     /// The view of `t`, or `None` when its strides are not positive (a flipped tensor),
     /// which the caller makes contiguous first.
     fn new(t: &'a FlexTensor, k: usize, n: usize) -> Option<Self> {
@@ -141,7 +200,7 @@ impl<'a> BfView<'a> {
             return None;
         }
         Some(Self {
-            data: t.storage::<bf16>(),
+            data: t.storage::<T>(),
             offset: layout.start_offset(),
             k,
             n,
@@ -149,15 +208,27 @@ impl<'a> BfView<'a> {
             col_stride: cs as usize,
         })
     }
+}
 
+impl<T: Copy> Strided<'_, T> {
     /// Column `c` when the rows are contiguous (`row_stride == 1`).
-    fn column(&self, c: usize) -> &[bf16] {
+    fn column(&self, c: usize) -> &[T] {
         let start = self.offset + c * self.col_stride;
         &self.data[start..start + self.k]
     }
+
+    /// Row `r`'s columns `c0..c0 + cols` when the columns are contiguous (`col_stride == 1`).
+    fn row_part(&self, r: usize, c0: usize, cols: usize) -> &[T] {
+        let start = self.offset + r * self.row_stride + c0;
+        &self.data[start..start + cols]
+    }
+
+    fn at(&self, r: usize, c: usize) -> T {
+        self.data[self.offset + r * self.row_stride + c * self.col_stride]
+    }
 }
 
-impl ColumnTiles for BfView<'_> {
+impl ColumnTiles for Strided<'_, bf16> {
     fn dims(&self) -> (usize, usize) {
         (self.k, self.n)
     }
@@ -174,19 +245,69 @@ impl ColumnTiles for BfView<'_> {
         } else if self.col_stride == 1 {
             // Row-contiguous: buf is [k][cols].
             for (r, out) in buf.chunks_exact_mut(cols).take(k).enumerate() {
-                let start = self.offset + r * self.row_stride + c0;
-                simd.widen(&self.data[start..start + cols], out);
+                simd.widen(self.row_part(r, c0, cols), out);
             }
             (1, cols as isize)
         } else {
             for (r, out) in buf.chunks_exact_mut(cols).take(k).enumerate() {
                 for (j, o) in out.iter_mut().enumerate() {
-                    *o = widen(
-                        self.data[self.offset + r * self.row_stride + (c0 + j) * self.col_stride],
-                    );
+                    *o = widen(self.at(r, c0 + j));
                 }
             }
             (1, cols as isize)
+        }
+    }
+}
+
+/// Rows `2p` and `2p + 1` of each column, as the bf16 kernel multiplies them.
+#[cfg(target_arch = "x86_64")]
+impl<T: super::dpbf16::Bf16Bits> super::dpbf16::Bf16Source for Strided<'_, T> {
+    fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// Reads in the source's memory order: down each column when the rows are contiguous
+    /// (a transposed PyTorch weight, the forward's case), along row pairs otherwise (the
+    /// gradient's transposed product).
+    fn pack_strip(&self, c0: usize, cols: usize, out: &mut [u32]) {
+        use super::dpbf16::{pack_pairs, pair, NR};
+        let k = self.k;
+        if cols < NR {
+            out.fill(0);
+        }
+        if self.row_stride == 1 {
+            for j in 0..cols {
+                pack_pairs(self.column(c0 + j), |p, v| out[p * NR + j] = v);
+            }
+            return;
+        }
+        for (p, out) in out.chunks_exact_mut(NR).enumerate() {
+            let (r0, r1) = (2 * p, 2 * p + 1);
+            if r0 >= k {
+                break;
+            }
+            if self.col_stride == 1 {
+                let low = self.row_part(r0, c0, cols);
+                if r1 < k {
+                    let high = self.row_part(r1, c0, cols);
+                    for (o, (&l, &h)) in out.iter_mut().zip(low.iter().zip(high)) {
+                        *o = pair(l.bf16_bits(), h.bf16_bits());
+                    }
+                } else {
+                    for (o, &l) in out.iter_mut().zip(low) {
+                        *o = pair(l.bf16_bits(), 0);
+                    }
+                }
+            } else {
+                for (j, o) in out.iter_mut().take(cols).enumerate() {
+                    let high = if r1 < k {
+                        self.at(r1, c0 + j).bf16_bits()
+                    } else {
+                        0
+                    };
+                    *o = pair(self.at(r0, c0 + j).bf16_bits(), high);
+                }
+            }
         }
     }
 }
@@ -265,13 +386,13 @@ pub(super) fn tiled_product<W: ColumnTiles>(x: &[f32], w: &W, m: usize, simd: Si
 
 /// The output buffer, shared by tiles that write disjoint columns.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(super) struct SharedOut(pub(super) *mut f32);
 // SAFETY: tiles write disjoint columns (see `tiled_product`).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: callers pass an offset inside the buffer.
         unsafe { self.0.add(offset) }
     }

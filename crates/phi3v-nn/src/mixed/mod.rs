@@ -23,6 +23,8 @@
 
 #[cfg(feature = "flex")]
 mod blocks;
+#[cfg(all(feature = "flex", target_arch = "x86_64"))]
+mod dpbf16;
 #[cfg(feature = "flex")]
 mod flex;
 
@@ -34,6 +36,8 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::quantization::QuantScheme;
 use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
+
+use crate::ProductDtype;
 
 /// A backend that can multiply activations by a weight stored in another float dtype.
 pub trait MixedMatmul: Backend {
@@ -68,6 +72,32 @@ pub trait MixedMatmul: Backend {
     /// autodiff the result is a constant, as the frozen weight was.
     fn widen(w: Tensor<Self, 2>, dtype: FloatDType) -> Tensor<Self, 2> {
         widened(w, dtype)
+    }
+
+    /// `x w` with `x` and `w` rounded to bf16 and the products summed in f32, in `x`'s
+    /// dtype: the arithmetic of PyTorch's bf16 autocast, which hardware with bf16 units
+    /// runs at twice f32's rate ([`ProductDtype::Bf16`](crate::ProductDtype::Bf16)). The
+    /// provided method casts both operands and runs the backend's bf16 product (whose
+    /// output is rounded to bf16 too); a quantized `w` is dequantized first. Flex overrides
+    /// it with AVX512-BF16's dot products where the CPU has them (see `dpbf16.rs`).
+    ///
+    /// # Shapes
+    /// - `x`: `[m, k]`, `w`: `[k, n]` (any strides); returns `[m, n]`
+    fn bf16_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        rounded_bf16_matmul(x, w)
+    }
+
+    /// `x w^T` in bf16, the product the gradient of [`MixedMatmul::bf16_matmul`] takes.
+    ///
+    /// # Shapes
+    /// - `x`: `[m, n]`, `w`: `[k, n]`; returns `[m, k]`
+    fn bf16_matmul_transposed(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let w = if is_quantized(&w) {
+            Self::widen(w, FloatDType::BF16)
+        } else {
+            w
+        };
+        Self::bf16_matmul(x, w.transpose())
     }
 
     /// A frozen weight (`[k, n]`, as the loader lays it out) quantized with burn's
@@ -108,6 +138,39 @@ pub fn rounded_matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B,
     x.cast(FloatDType::from(w_dtype))
         .matmul(w)
         .cast(FloatDType::from(x_dtype))
+}
+
+/// The provided [`MixedMatmul::bf16_matmul`]: both operands cast to bf16 (a quantized `w`
+/// dequantized), the backend's bf16 product, and the result cast back to `x`'s dtype.
+///
+/// # Shapes
+/// - `x`: `[m, k]`, `w`: `[k, n]`; returns `[m, n]`
+pub fn rounded_bf16_matmul<B: MixedMatmul>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    let x_dtype = FloatDType::from(x.dtype());
+    let w = if w.dtype() == DType::BF16 {
+        w
+    } else {
+        B::widen(w, FloatDType::BF16)
+    };
+    x.cast(FloatDType::BF16).matmul(w).cast(x_dtype)
+}
+
+/// `x w` with a frozen `w`, in the arithmetic `products` names: the plain product when the
+/// dtypes agree, [`MixedMatmul::mixed_matmul`] when `w` is narrower, or
+/// [`MixedMatmul::bf16_matmul`].
+///
+/// # Shapes
+/// - `x`: `[m, k]`, `w`: `[k, n]`; returns `[m, n]`
+pub fn frozen_matmul<B: MixedMatmul>(
+    x: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    products: ProductDtype,
+) -> Tensor<B, 2> {
+    match products {
+        ProductDtype::F32 if x.dtype() == w.dtype() => x.matmul(w),
+        ProductDtype::F32 => B::mixed_matmul(x, w),
+        ProductDtype::Bf16 => B::bf16_matmul(x, w),
+    }
 }
 
 /// `x w^T` through `w` widened to `x`'s dtype: the transposed product of a quantized weight
@@ -156,23 +219,11 @@ rounding_mixed_matmul!(burn::backend::Cuda);
 /// for it beyond the reference the layer already holds.
 impl<B: MixedMatmul, C: CheckpointStrategy> MixedMatmul for Autodiff<B, C> {
     fn mixed_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
-        let x = x.into_primitive().tensor();
-        let w = frozen_inner(w);
-        let x_inner = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(x.primitive.clone()));
-        let out = match MixedMatmulBackward
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::mixed_matmul(x_inner, w.clone());
-                prep.finish(w, out.into_primitive().tensor())
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::mixed_matmul(x_inner, w).into_primitive().tensor())
-            }
-        };
-        Tensor::from_primitive(TensorPrimitive::Float(out))
+        frozen_product_node(x, w, ProductDtype::F32)
+    }
+
+    fn bf16_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        frozen_product_node(x, w, ProductDtype::Bf16)
     }
 
     /// The inner backend's widening, as a constant of the graph (burn's autodiff cannot
@@ -182,11 +233,41 @@ impl<B: MixedMatmul, C: CheckpointStrategy> MixedMatmul for Autodiff<B, C> {
     }
 }
 
-/// The autodiff node of one mixed product; its state is the (frozen) weight.
-#[derive(Debug)]
-struct MixedMatmulBackward;
+/// The product with a frozen weight as one node of the graph: the inner backend's mixed or
+/// bf16 product forward, and `dx = dy w^T` in the same arithmetic backward.
+fn frozen_product_node<B: MixedMatmul, C: CheckpointStrategy>(
+    x: Tensor<Autodiff<B, C>, 2>,
+    w: Tensor<Autodiff<B, C>, 2>,
+    products: ProductDtype,
+) -> Tensor<Autodiff<B, C>, 2> {
+    let forward = |x: Tensor<B, 2>, w: Tensor<B, 2>| match products {
+        ProductDtype::F32 => B::mixed_matmul(x, w),
+        ProductDtype::Bf16 => B::bf16_matmul(x, w),
+    };
+    let x = x.into_primitive().tensor();
+    let w = frozen_inner(w);
+    let x_inner = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(x.primitive.clone()));
+    let out = match (FrozenProductBackward { products })
+        .prepare::<C>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let out = forward(x_inner, w.clone());
+            prep.finish(w, out.into_primitive().tensor())
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x_inner, w).into_primitive().tensor()),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
 
-impl<B: MixedMatmul> Backward<B, 1> for MixedMatmulBackward {
+/// The autodiff node of one product with a frozen weight; its state is the weight.
+#[derive(Debug)]
+struct FrozenProductBackward {
+    products: ProductDtype,
+}
+
+impl<B: MixedMatmul> Backward<B, 1> for FrozenProductBackward {
     type State = Tensor<B, 2>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -194,7 +275,10 @@ impl<B: MixedMatmul> Backward<B, 1> for MixedMatmulBackward {
             Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
         let [parent] = ops.parents;
         if let Some(node) = parent {
-            let dx = B::mixed_matmul_transposed(grad, ops.state);
+            let dx = match self.products {
+                ProductDtype::F32 => B::mixed_matmul_transposed(grad, ops.state),
+                ProductDtype::Bf16 => B::bf16_matmul_transposed(grad, ops.state),
+            };
             grads.register::<B>(node.id, dx.into_primitive().tensor());
         }
     }
@@ -284,6 +368,82 @@ mod tests {
         );
     }
 
+    /// `t` (f32) with every value rounded to the nearest bf16, ties to even, kept in f32.
+    /// Rounded by `half`: burn-flex 0.21's cast to bf16 rounds a few values just above a
+    /// midpoint down (`0xc0268003` to `0xc026`).
+    fn rounded(t: Tensor<B, 2>) -> Tensor<B, 2> {
+        let shape = t.shape();
+        let values: Vec<f32> = t
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(|v| half::bf16::from_f32(v).to_f32())
+            .collect();
+        Tensor::from_data(
+            burn::tensor::TensorData::new(values, shape),
+            &Default::default(),
+        )
+    }
+
+    /// The bf16 product is the f32 product of the operands rounded to bf16, whatever the
+    /// path: rows that fill the kernel's 12-row blocks or not, a `k` with an odd tail, widths
+    /// across its 32-column strips and 128-column tiles, a bf16 weight in both orientations
+    /// (the forward's transposed PyTorch weight and the gradient's transposed product), a
+    /// strided slice, and an f32 weight rounded as it is read.
+    #[test]
+    fn bf16_product_equals_the_product_of_rounded_operands() {
+        let device = Default::default();
+        for (m, k, n) in [
+            (1, 7, 5),
+            (9, 64, 33),
+            (12, 65, 32),
+            (13, 7, 130),
+            (30, 200, 257),
+            (70, 33, 129),
+        ] {
+            let x = Tensor::<B, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+            let full = weight(k + 3, n + 5, true);
+            let weights = [
+                ("transposed", weight(k, n, true)),
+                ("row-major", weight(k, n, false)),
+                ("slice", full.slice([2..k + 2, 1..n + 1])),
+                (
+                    "f32",
+                    Tensor::<B, 2>::random([n, k], Distribution::Normal(0.0, 1.0), &device)
+                        .transpose(),
+                ),
+            ];
+            for (name, w) in weights {
+                let want = rounded(x.clone()).matmul(rounded(w.clone().cast(FloatDType::F32)));
+                let got = B::bf16_matmul(x.clone(), w.clone());
+                assert_eq!(got.dtype(), DType::F32);
+                let want = want.into_data();
+                assert_within_1e6_of_largest(got, &want, (m, k, n), name);
+            }
+        }
+    }
+
+    /// Under autodiff the bf16 product is one node: the gradient reaches the activation as
+    /// the bf16 product `dy w^T`, and never the weight.
+    #[test]
+    fn bf16_gradient_is_the_rounded_transposed_product() {
+        let device = Default::default();
+        let w_inner = weight(40, 70, true);
+        let x0 = Tensor::<B, 2>::random([20, 40], Distribution::Normal(0.0, 1.0), &device);
+        let dy = Tensor::<B, 2>::random([20, 70], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<A, 2>::from_inner(x0.clone()).require_grad();
+        let w = Tensor::<A, 2>::from_inner(w_inner.clone());
+        let y = A::bf16_matmul(x.clone(), w.clone());
+        let want = rounded(x0).matmul(w_inner.clone().cast(FloatDType::F32));
+        assert_within_1e6_of_largest(y.clone().inner(), &want.into_data(), (20, 40, 70), "y");
+        let grads = (y * Tensor::from_inner(dy.clone())).sum().backward();
+        let dx = x.grad(&grads).expect("the activation has a gradient");
+        assert!(w.grad(&grads).is_none(), "the frozen weight got a gradient");
+        let want = rounded(dy).matmul(w_inner.cast(FloatDType::F32).transpose());
+        assert_within_1e6_of_largest(dx, &want.into_data(), (20, 70, 40), "dx");
+    }
+
     /// A q8 or q4 block-quantized weight as a QLoRA base holds it (`[k, n]`, blocks along
     /// `n`, q4 packed), and the same values as burn's quantizer returns them, which burn's
     /// `dequantize` reads.
@@ -323,16 +483,21 @@ mod tests {
                     .clone()
                     .matmul(unpacked.dequantize().transpose())
                     .into_data();
-                assert_within_1e6_of_largest(B::mixed_matmul_transposed(dy, w), &want, (m, n, k));
+                assert_within_1e6_of_largest(
+                    B::mixed_matmul_transposed(dy, w),
+                    &want,
+                    (m, n, k),
+                    "t",
+                );
                 let x = Tensor::<B, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
                 let (w, unpacked) = quantized(k, n, base);
                 assert!(is_quantized(&w));
                 let want = x.clone().matmul(unpacked.dequantize()).into_data();
                 let got = B::mixed_matmul(x.clone(), w.clone());
-                assert_within_1e6_of_largest(got, &want, (m, k, n));
+                assert_within_1e6_of_largest(got, &want, (m, k, n), "");
                 let tracked =
                     A::mixed_matmul(Tensor::from_inner(x).require_grad(), Tensor::from_inner(w));
-                assert_within_1e6_of_largest(tracked.inner(), &want, (m, k, n));
+                assert_within_1e6_of_largest(tracked.inner(), &want, (m, k, n), "tracked");
             }
         }
     }
@@ -343,6 +508,7 @@ mod tests {
         got: Tensor<B, 2>,
         want: &burn::tensor::TensorData,
         shape: (usize, usize, usize),
+        case: &str,
     ) {
         let got = got.into_data().to_vec::<f32>().unwrap();
         let want = want.to_vec::<f32>().unwrap();
@@ -353,7 +519,7 @@ mod tests {
             .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(
             diff <= 1e-6 * largest,
-            "{shape:?}: {diff} off, outputs up to {largest}"
+            "{case} {shape:?}: {diff} off, outputs up to {largest}"
         );
     }
 
