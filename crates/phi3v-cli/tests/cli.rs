@@ -69,21 +69,30 @@ fn logits_command_reproduces_the_reference() {
     );
 }
 
-#[test]
-fn generate_command_matches_reference_greedy_tokens() {
+/// `phi3v generate` on the fixture's one-image prompt and coat photo, printing the ids.
+fn generate_one_image(max_new_tokens: usize, extra: &[&str]) -> std::process::Output {
     let ckpt = ckpt();
-    let o = phi3v(&[
+    let image = ckpt.join("coat.png");
+    let tokens = max_new_tokens.to_string();
+    let mut args = vec![
         "generate",
         "--model",
         ckpt.to_str().unwrap(),
         "--prompt",
         ONE_IMAGE,
         "--image",
-        ckpt.join("coat.png").to_str().unwrap(),
+        image.to_str().unwrap(),
         "--max-new-tokens",
-        "8",
+        &tokens,
         "--print-ids",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    phi3v(&args)
+}
+
+#[test]
+fn generate_command_matches_reference_greedy_tokens() {
+    let o = generate_one_image(8, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let want = Weights::open(data().join("expected.safetensors")).unwrap();
@@ -100,25 +109,8 @@ fn generate_command_matches_reference_greedy_tokens() {
 /// base it is refused before anything is loaded, naming both flags' values.
 #[test]
 fn bf16_products_are_stated_and_refused_over_a_quantized_base() {
-    let ckpt = ckpt();
-    let generate = |base: &str| {
-        phi3v(&[
-            "generate",
-            "--model",
-            ckpt.to_str().unwrap(),
-            "--prompt",
-            ONE_IMAGE,
-            "--image",
-            ckpt.join("coat.png").to_str().unwrap(),
-            "--max-new-tokens",
-            "4",
-            "--print-ids",
-            "--base-dtype",
-            base,
-            "--product-dtype",
-            "bf16",
-        ])
-    };
+    let generate =
+        |base: &str| generate_one_image(4, &["--base-dtype", base, "--product-dtype", "bf16"]);
     let o = generate("bf16");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");

@@ -71,6 +71,17 @@ fn logits(model: &Phi3V<B>) -> Vec<f32> {
         .unwrap()
 }
 
+/// The largest and the mean absolute difference of `got` from `exact`.
+fn errors(got: &[f32], exact: &[f32]) -> (f32, f32) {
+    let mean = got
+        .iter()
+        .zip(exact)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / got.len() as f32;
+    (max_abs_diff(got, exact), mean)
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -106,14 +117,7 @@ fn quantized_logits_stay_near_the_f32_logits() {
         (BaseDtype::Q4, 2.1, 0.26),
     ] {
         let model = load(base);
-        let got = logits(&model);
-        let max = max_abs_diff(&got, &exact);
-        let mean = got
-            .iter()
-            .zip(&exact)
-            .map(|(a, b)| (a - b).abs())
-            .sum::<f32>()
-            / got.len() as f32;
+        let (max, mean) = errors(&logits(&model), &exact);
         println!(
             "{base:?}: logits vs f32: max {max:.4}, mean {mean:.5} (f32 logits within ±{span:.2})"
         );
@@ -140,14 +144,7 @@ fn bf16_products_stay_within_bf16_rounding_of_the_f32_products() {
     let mut kinds = Vec::new();
     rounded.for_each_linear("", &mut |_, linear| kinds.push(linear.products()));
     assert!(kinds.iter().all(|&p| p == ProductDtype::Bf16), "{kinds:?}");
-    let got = logits(&rounded);
-    let max = max_abs_diff(&got, &exact);
-    let mean = got
-        .iter()
-        .zip(&exact)
-        .map(|(a, b)| (a - b).abs())
-        .sum::<f32>()
-        / got.len() as f32;
+    let (max, mean) = errors(&logits(&rounded), &exact);
     println!("bf16 products: logits vs f32 products: max {max:.5}, mean {mean:.6} (±{span:.2})");
     assert!(max > 0.0, "the products were not rounded");
     assert!(max <= MAX_BOUND, "max logit error {max}");

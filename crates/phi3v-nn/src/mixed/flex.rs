@@ -63,12 +63,17 @@ impl MixedMatmul for Flex {
         }
         let [m, k] = x.dims();
         let [_, n] = w.dims();
+        // An f32 weight outside the kernel is rounded into a bf16 copy (one per product).
+        let w = match w.dtype() {
+            DType::F32 if !bf16_kernel(m) => rounded_to_bf16(w),
+            _ => w,
+        };
+        let x = contiguous(primitive(x));
+        let x_values = &x.storage::<f32>()[..m * k];
+        let w = primitive(w);
         #[cfg(target_arch = "x86_64")]
-        if m > DOT_ROWS && super::dpbf16::available() {
-            let x = contiguous(primitive(x));
-            let x_values = &x.storage::<f32>()[..m * k];
-            let w = primitive(w);
-            // SAFETY: `available` checked the CPU.
+        if bf16_kernel(m) {
+            // SAFETY: `bf16_kernel` checked the CPU.
             let out = if w.dtype() == DType::BF16 {
                 with_view::<bf16, _>(&w, k, n, |w| unsafe {
                     super::dpbf16::product(x_values, w, m)
@@ -80,12 +85,12 @@ impl MixedMatmul for Flex {
             };
             return tensor(out, m, n);
         }
-        let _ = (m, k, n);
-        let w = match w.dtype() {
-            DType::BF16 => w,
-            _ => rounded_to_bf16(w),
-        };
-        Self::mixed_matmul(rounded_to_bf16(x).cast(FloatDType::F32), w)
+        let rounded: Vec<f32> = x_values
+            .iter()
+            .map(|&v| bf16::from_f32(v).to_f32())
+            .collect();
+        let out = with_view::<bf16, _>(&w, k, n, |w| product(&rounded, w, m));
+        tensor(out, m, n)
     }
 
     fn mixed_matmul_transposed(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
@@ -127,6 +132,20 @@ pub(super) fn primitive(t: Tensor<Flex, 2>) -> FlexTensor {
 pub(super) fn tensor(values: Vec<f32>, m: usize, n: usize) -> Tensor<Flex, 2> {
     let data = burn::tensor::TensorData::new(values, [m, n]);
     Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(data)))
+}
+
+/// Whether a bf16 product of `m` rows runs the AVX512-BF16 kernel: more rows than the
+/// dot-product regime takes, on a CPU that has it.
+fn bf16_kernel(m: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        m > DOT_ROWS && super::dpbf16::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = m;
+        false
+    }
 }
 
 /// `t` (f32) rounded to bf16 to nearest, ties to even, as the kernel rounds: burn-flex
