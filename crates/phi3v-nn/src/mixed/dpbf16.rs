@@ -20,10 +20,9 @@
 
 use std::arch::x86_64::*;
 
-use half::bf16;
 use rayon::prelude::*;
 
-use super::flex::SharedOut;
+use super::flex::{Bf16Bits, SharedOut};
 
 /// Output rows per microkernel call: 12 rows x 2 vectors = 24 accumulator registers of 32,
 /// leaving room for the two weight vectors and the broadcast.
@@ -48,26 +47,6 @@ pub(super) trait Bf16Source: Sync {
     /// rows `2p` (low half) and `2p + 1` (high half) of column `c0 + j`, zero past `k` and
     /// past `cols`. `out` holds `k.div_ceil(2) * NR` values.
     fn pack_strip(&self, c0: usize, cols: usize, out: &mut [u32]);
-}
-
-/// A value the packers read as bf16 bits: bf16 as it is, f32 rounded to nearest, ties to
-/// even (NaN stays NaN), as PyTorch rounds to bf16.
-pub(super) trait Bf16Bits: Copy + Sync {
-    fn bf16_bits(self) -> u16;
-}
-
-impl Bf16Bits for bf16 {
-    #[inline(always)]
-    fn bf16_bits(self) -> u16 {
-        self.to_bits()
-    }
-}
-
-impl Bf16Bits for f32 {
-    #[inline(always)]
-    fn bf16_bits(self) -> u16 {
-        bf16::from_f32(self).to_bits()
-    }
 }
 
 /// Two bf16 values as the kernel's `u32` pair: `low` first in memory.

@@ -50,12 +50,8 @@ impl MixedMatmul for Flex {
         tensor(out, m, n)
     }
 
-    /// On a CPU with AVX512-BF16, and more than [`DOT_ROWS`] rows, the dot-product kernel
-    /// of `dpbf16.rs` on a bf16 or f32 weight read in place. Elsewhere the activations are
-    /// rounded to bf16 and multiplied by the bf16 weight through
-    /// [`MixedMatmul::mixed_matmul`], which sums the same products in another order (an f32
-    /// weight is rounded into a bf16 copy first). A quantized weight takes the provided
-    /// method.
+    /// A bf16 or f32 weight read in place (see [`bf16_product`]). A quantized weight takes
+    /// the provided method.
     fn bf16_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         let float_weight = matches!(w.dtype(), DType::BF16 | DType::F32);
         if x.dtype() != DType::F32 || !float_weight {
@@ -63,33 +59,14 @@ impl MixedMatmul for Flex {
         }
         let [m, k] = x.dims();
         let [_, n] = w.dims();
-        // An f32 weight outside the kernel is rounded into a bf16 copy (one per product).
-        let w = match w.dtype() {
-            DType::F32 if !bf16_kernel(m) => rounded_to_bf16(w),
-            _ => w,
-        };
         let x = contiguous(primitive(x));
         let x_values = &x.storage::<f32>()[..m * k];
         let w = primitive(w);
-        #[cfg(target_arch = "x86_64")]
-        if bf16_kernel(m) {
-            // SAFETY: `bf16_kernel` checked the CPU.
-            let out = if w.dtype() == DType::BF16 {
-                with_view::<bf16, _>(&w, k, n, |w| unsafe {
-                    super::dpbf16::product(x_values, w, m)
-                })
-            } else {
-                with_view::<f32, _>(&w, k, n, |w| unsafe {
-                    super::dpbf16::product(x_values, w, m)
-                })
-            };
-            return tensor(out, m, n);
-        }
-        let rounded: Vec<f32> = x_values
-            .iter()
-            .map(|&v| bf16::from_f32(v).to_f32())
-            .collect();
-        let out = with_view::<bf16, _>(&w, k, n, |w| product(&rounded, w, m));
+        let out = if w.dtype() == DType::BF16 {
+            with_view::<bf16, _>(&w, k, n, |w| bf16_product(x_values, w, m))
+        } else {
+            with_view::<f32, _>(&w, k, n, |w| bf16_product(x_values, w, m))
+        };
         tensor(out, m, n)
     }
 
@@ -134,27 +111,21 @@ pub(super) fn tensor(values: Vec<f32>, m: usize, n: usize) -> Tensor<Flex, 2> {
     Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(data)))
 }
 
-/// Whether a bf16 product of `m` rows runs the AVX512-BF16 kernel: more rows than the
-/// dot-product regime takes, on a CPU that has it.
-fn bf16_kernel(m: usize) -> bool {
+/// `x w` with both operands rounded to bf16. On a CPU with AVX512-BF16, and more than
+/// [`DOT_ROWS`] rows, the dot-product kernel of `dpbf16.rs`. Elsewhere the activations are
+/// rounded here and the f32 kernels of [`product`] round the weight as they widen it: the
+/// same products, summed in another order.
+///
+/// # Shapes
+/// - `x`: `[m, k]` row-major; `w`: `[k, n]`; returns `[m, n]` row-major
+fn bf16_product<T: Bf16Bits>(x: &[f32], w: &Strided<'_, T>, m: usize) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    {
-        m > DOT_ROWS && super::dpbf16::available()
+    if m > DOT_ROWS && super::dpbf16::available() {
+        // SAFETY: `available` checked the CPU.
+        return unsafe { super::dpbf16::product(x, w, m) };
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = m;
-        false
-    }
-}
-
-/// `t` (f32) rounded to bf16 to nearest, ties to even, as the kernel rounds: burn-flex
-/// 0.21's cast rounds a few values just above a midpoint down (`0xc0268003` to `0xc026`).
-fn rounded_to_bf16(t: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
-    let shape = t.shape();
-    let values: Vec<bf16> = t.into_data().iter::<f32>().map(bf16::from_f32).collect();
-    let data = burn::tensor::TensorData::new(values, shape);
-    Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(data)))
+    let rounded: Vec<f32> = x.iter().map(|&v| v.widened()).collect();
+    product(&rounded, w, m)
 }
 
 /// `f` on the `[k, n]` view of `w`'s storage, or of its contiguous copy when its strides
@@ -174,8 +145,9 @@ fn with_view<T: burn::tensor::Element + bytemuck::Pod, R>(
     }
 }
 
-/// `x w` for `x` `[m, k]` (row-major) and the bf16 view `w`, as `[m, n]` row-major.
-fn product(x: &[f32], w: &BfView<'_>, m: usize) -> Vec<f32> {
+/// `x w` for `x` `[m, k]` (row-major) and the view `w` (bf16, or f32 rounded to bf16 as it
+/// is read), as `[m, n]` row-major.
+fn product<T: Bf16Bits>(x: &[f32], w: &Strided<'_, T>, m: usize) -> Vec<f32> {
     let simd = Simd::detect();
     if m <= DOT_ROWS && w.row_stride == 1 {
         dot_product(x, w, m, simd)
@@ -204,9 +176,6 @@ pub(super) struct Strided<'a, T> {
     row_stride: usize,
     col_stride: usize,
 }
-
-/// A bf16 weight (see [`Strided`]).
-type BfView<'a> = Strided<'a, bf16>;
 
 impl<'a, T: burn::tensor::Element + bytemuck::Pod> Strided<'a, T> {
     /// The view of `t`, or `None` when its strides are not positive (a flipped tensor),
@@ -247,7 +216,7 @@ impl<T: Copy> Strided<'_, T> {
     }
 }
 
-impl ColumnTiles for Strided<'_, bf16> {
+impl<T: Bf16Bits> ColumnTiles for Strided<'_, T> {
     fn dims(&self) -> (usize, usize) {
         (self.k, self.n)
     }
@@ -270,7 +239,7 @@ impl ColumnTiles for Strided<'_, bf16> {
         } else {
             for (r, out) in buf.chunks_exact_mut(cols).take(k).enumerate() {
                 for (j, o) in out.iter_mut().enumerate() {
-                    *o = widen(self.at(r, c0 + j));
+                    *o = self.at(r, c0 + j).widened();
                 }
             }
             (1, cols as isize)
@@ -280,7 +249,7 @@ impl ColumnTiles for Strided<'_, bf16> {
 
 /// Rows `2p` and `2p + 1` of each column, as the bf16 kernel multiplies them.
 #[cfg(target_arch = "x86_64")]
-impl<T: super::dpbf16::Bf16Bits> super::dpbf16::Bf16Source for Strided<'_, T> {
+impl<T: Bf16Bits> super::dpbf16::Bf16Source for Strided<'_, T> {
     fn dims(&self) -> (usize, usize) {
         (self.k, self.n)
     }
@@ -333,7 +302,7 @@ impl<T: super::dpbf16::Bf16Bits> super::dpbf16::Bf16Source for Strided<'_, T> {
 
 /// The few-rows regime: each output is a dot product of an activation row with a weight
 /// column read once for all rows.
-fn dot_product(x: &[f32], w: &BfView<'_>, m: usize, simd: Simd) -> Vec<f32> {
+fn dot_product<T: Bf16Bits>(x: &[f32], w: &Strided<'_, T>, m: usize, simd: Simd) -> Vec<f32> {
     let (k, n) = (w.k, w.n);
     // Computed column-major ([n][m]) so that each task owns a contiguous slice.
     let mut out_t = vec![0f32; n * m];
@@ -417,10 +386,31 @@ impl SharedOut {
     }
 }
 
-/// bf16 to f32 is exact: bf16 is the top half of an f32.
-#[inline(always)]
-fn widen(v: bf16) -> f32 {
-    f32::from_bits((v.to_bits() as u32) << 16)
+/// A weight value the kernels read as bf16: bf16 as it is, f32 rounded to nearest, ties to
+/// even (NaN stays NaN), as PyTorch rounds to bf16.
+pub(super) trait Bf16Bits: Copy + Sync {
+    fn bf16_bits(self) -> u16;
+
+    /// The value as the kernels multiply it, in f32. bf16 to f32 is exact: bf16 is the top
+    /// half of an f32.
+    #[inline(always)]
+    fn widened(self) -> f32 {
+        f32::from_bits((self.bf16_bits() as u32) << 16)
+    }
+}
+
+impl Bf16Bits for bf16 {
+    #[inline(always)]
+    fn bf16_bits(self) -> u16 {
+        self.to_bits()
+    }
+}
+
+impl Bf16Bits for f32 {
+    #[inline(always)]
+    fn bf16_bits(self) -> u16 {
+        bf16::from_f32(self).to_bits()
+    }
 }
 
 /// The instruction set the loops are compiled for, chosen once per product.
@@ -440,16 +430,16 @@ impl Simd {
         Simd::Baseline
     }
 
-    fn dot(self, w: &[bf16], x: &[f32]) -> f32 {
+    fn dot<T: Bf16Bits>(self, w: &[T], x: &[f32]) -> f32 {
         match self {
-            Simd::Baseline => dot_lanes::<false>(w, x),
+            Simd::Baseline => dot_lanes::<false, T>(w, x),
             // SAFETY: the CPU has AVX2 and FMA (checked in `detect`).
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2Fma => unsafe { dot_avx2(w, x) },
         }
     }
 
-    fn widen(self, src: &[bf16], dst: &mut [f32]) {
+    fn widen<T: Bf16Bits>(self, src: &[T], dst: &mut [f32]) {
         match self {
             Simd::Baseline => widen_all(src, dst),
             // SAFETY: the CPU has AVX2 (checked in `detect`).
@@ -461,20 +451,20 @@ impl Simd {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(w: &[bf16], x: &[f32]) -> f32 {
-    dot_lanes::<true>(w, x)
+unsafe fn dot_avx2<T: Bf16Bits>(w: &[T], x: &[f32]) -> f32 {
+    dot_lanes::<true, T>(w, x)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn widen_avx2(src: &[bf16], dst: &mut [f32]) {
+unsafe fn widen_avx2<T: Bf16Bits>(src: &[T], dst: &mut [f32]) {
     widen_all(src, dst)
 }
 
 #[inline(always)]
-fn widen_all(src: &[bf16], dst: &mut [f32]) {
+fn widen_all<T: Bf16Bits>(src: &[T], dst: &mut [f32]) {
     for (d, &s) in dst.iter_mut().zip(src) {
-        *d = widen(s);
+        *d = s.widened();
     }
 }
 
@@ -482,7 +472,7 @@ fn widen_all(src: &[bf16], dst: &mut [f32]) {
 /// instructions (fused multiply-adds when `FMA`, which is only set where the CPU has them:
 /// elsewhere `mul_add` would be a slow library call).
 #[inline(always)]
-fn dot_lanes<const FMA: bool>(w: &[bf16], x: &[f32]) -> f32 {
+fn dot_lanes<const FMA: bool, T: Bf16Bits>(w: &[T], x: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut acc = [0f32; LANES];
     let (w_chunks, x_chunks) = (w.chunks_exact(LANES), x.chunks_exact(LANES));
@@ -490,15 +480,15 @@ fn dot_lanes<const FMA: bool>(w: &[bf16], x: &[f32]) -> f32 {
     for (wc, xc) in w_chunks.zip(x_chunks) {
         for i in 0..LANES {
             acc[i] = if FMA {
-                widen(wc[i]).mul_add(xc[i], acc[i])
+                wc[i].widened().mul_add(xc[i], acc[i])
             } else {
-                acc[i] + widen(wc[i]) * xc[i]
+                acc[i] + wc[i].widened() * xc[i]
             };
         }
     }
     let mut sum: f32 = acc.iter().sum();
     for (&wv, &xv) in w_rest.iter().zip(x_rest) {
-        sum += widen(wv) * xv;
+        sum += wv.widened() * xv;
     }
     sum
 }
