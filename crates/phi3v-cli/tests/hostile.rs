@@ -9,7 +9,7 @@
 //!   afterwards.
 //!
 //! Each family test prints its table (case, exit status, first line of the message), which
-//! is how the corpus is reviewed: `cargo test -p phi3v-cli --test hostile -- --nocapture`.
+//! is how the corpus is reviewed: `cargo test -p phi3v-cli --test integration hostile -- --nocapture`.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

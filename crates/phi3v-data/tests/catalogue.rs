@@ -1,7 +1,7 @@
 //! Catalogue readers (parquet, CSV, JSONL), the column mapping, Hugging Face image structs,
 //! and the report of dropped rows (every reason).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -9,10 +9,10 @@
 //! Cases per test: `PHI3V_FUZZ_CASES` (default 128, a few seconds in all). A long run:
 //!
 //! ```text
-//! PHI3V_FUZZ_CASES=20000 cargo test -p phi3v-data --test fuzz_catalogue -- --nocapture
+//! PHI3V_FUZZ_CASES=20000 cargo test -p phi3v-data --test integration fuzz_catalogue -- --nocapture
 //! ```
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! reads are capped and confined to the catalogue's folder; one user-named image is fetched
 //! under the same limits.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Image downloads against a local HTTP server: success, 404, timeout, redirect loop, retries,
 //! the cache (a second run makes no request), concurrency, and the decoding check.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
 //! records with their tags numbered, images by relative path, absolute path and URL, and
 //! each kind of bad record dropped naming its line.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

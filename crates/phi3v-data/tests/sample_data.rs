@@ -1,7 +1,7 @@
 //! The sample-catalogue generator: schema, read-back with zero drops, determinism, injected
 //! faults reported exactly, and the train/validation split.
 
-mod common;
+use crate::common;
 
 use phi3v_testkit::files::snapshot;
 use std::collections::{HashMap, HashSet};

@@ -8,7 +8,7 @@
 //! Cases: `PHI3V_FUZZ_CASES` (default 512, a few seconds). A long run:
 //!
 //! ```text
-//! PHI3V_FUZZ_CASES=20000 cargo test -p phi3v-nn --test fuzz_weights -- --nocapture
+//! PHI3V_FUZZ_CASES=20000 cargo test -p phi3v-nn --test integration fuzz_weights -- --nocapture
 //! ```
 
 // The edits are shared with the adapter fuzz test of phi3v-peft (phi3v-testkit, feature `fuzz`).

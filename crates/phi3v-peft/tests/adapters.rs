@@ -2,7 +2,7 @@
 //! outputs, a merged model dir equals the adapters applied at run time, files are written
 //! atomically, and bad adapter files are errors that name the tensor.
 
-mod common;
+use crate::common;
 
 use common::{adapted, load, read_tensors, reference_plan, seeded_logits, tiny_spec, write_model};
 use phi3v_nn::NamedLinears;

@@ -3,7 +3,7 @@
 //! adapters that disagree with their config or with the base model. And what they accept:
 //! an adapter PEFT wrote, and per-module ranks and alphas.
 
-mod common;
+use crate::common;
 
 use phi3v_testkit::files::snapshot;
 

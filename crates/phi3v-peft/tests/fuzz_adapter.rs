@@ -9,10 +9,10 @@
 //! Cases: `PHI3V_FUZZ_CASES` (default 256, a few seconds). A long run:
 //!
 //! ```text
-//! PHI3V_FUZZ_CASES=10000 cargo test -p phi3v-peft --test fuzz_adapter -- --nocapture
+//! PHI3V_FUZZ_CASES=10000 cargo test -p phi3v-peft --test integration fuzz_adapter -- --nocapture
 //! ```
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -7,11 +7,11 @@
 //! Cases per property: `PHI3V_FUZZ_CASES` (default 4096, a fraction of a second). A long run:
 //!
 //! ```text
-//! PHI3V_FUZZ_CASES=20000 cargo test -p phi3v-processor --test fuzz_image_decode -- --nocapture
+//! PHI3V_FUZZ_CASES=20000 cargo test -p phi3v-processor --test integration fuzz_image_decode -- --nocapture
 //! ```
 
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
 use phi3v_processor::image_processor::{decode_image_with_limits, DecodeLimits};
@@ -23,15 +23,19 @@ use proptest::test_runner::Config;
 /// costs little (the limit itself is tested in `jpeg_fidelity.rs`).
 const MAX_PIXELS: u64 = 1 << 22;
 
-/// Real panics seen (libjpeg's errors unwind with `resume_unwind`, which skips the hook).
-static PANICS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Real panics seen on this thread (libjpeg's errors unwind with `resume_unwind`, which
+    /// skips the hook). Per thread, because the other tests of the binary run beside these
+    /// and may panic on purpose.
+    static PANICS: Cell<usize> = const { Cell::new(0) };
+}
 
 fn count_panics() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            PANICS.fetch_add(1, Ordering::SeqCst);
+            PANICS.with(|n| n.set(n.get() + 1));
             default(info);
         }));
     });
@@ -130,7 +134,7 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
 /// Decodes, and checks what must hold whatever the input.
 fn decode_cleanly(bytes: &[u8]) -> Result<(), TestCaseError> {
     count_panics();
-    let before = PANICS.load(Ordering::SeqCst);
+    let before = PANICS.with(Cell::get);
     let limits = DecodeLimits {
         max_pixels: MAX_PIXELS,
         ..DecodeLimits::default()
@@ -140,7 +144,7 @@ fn decode_cleanly(bytes: &[u8]) -> Result<(), TestCaseError> {
         prop_assert!(pixels <= MAX_PIXELS, "{pixels} pixels decoded");
     }
     prop_assert_eq!(
-        PANICS.load(Ordering::SeqCst),
+        PANICS.with(Cell::get),
         before,
         "the decoder panicked (the hook printed where)"
     );

@@ -3,7 +3,7 @@
 //! newest intact one, to the same adapters as a run that was never damaged; a state that
 //! cannot be the run's (a forged step) is rejected even when its checksums agree.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

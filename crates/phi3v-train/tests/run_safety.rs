@@ -4,7 +4,7 @@
 //! and content, model, settings) unless forced; rows over the token budget or otherwise
 //! unusable are skipped and reported; an evaluation over zero items is an error.
 
-mod common;
+use crate::common;
 
 use burn::backend::Flex;
 use common::*;

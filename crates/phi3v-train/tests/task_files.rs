@@ -3,7 +3,7 @@
 //! records), and what a task file gets wrong about a catalogue is refused before any
 //! training, naming the column.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

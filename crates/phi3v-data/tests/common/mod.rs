@@ -11,8 +11,6 @@
 //!
 //! Every request is counted, so tests can assert that a cached run made none.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};

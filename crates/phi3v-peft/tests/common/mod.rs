@@ -1,9 +1,6 @@
 //! What the adapter tests share: tiny model dirs, adapters exported from them, edits of
 //! and adapter files (folder snapshots are phi3v-testkit's `files::snapshot`).
 
-// Each test binary uses its own part of the helpers.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;

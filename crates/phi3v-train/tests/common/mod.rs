@@ -1,8 +1,6 @@
 //! What the run tests share: the tiny random model (written once per test binary), small
 //! CSV catalogues with drawn images, and a job that trains in seconds on a CPU.
 
-#![allow(dead_code)] // each test binary uses its own part of the kit
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
