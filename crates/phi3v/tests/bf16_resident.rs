@@ -14,6 +14,7 @@ use phi3_decoder::ForwardOptions;
 use phi3v::nn::{memory, BaseDtype, NamedLinears, ProductDtype};
 use phi3v::{ImageInput, ModelDir, Phi3V};
 use phi3v_nn::Weights;
+use phi3v_testkit::close::max_diff;
 
 type B = Flex;
 
@@ -79,15 +80,7 @@ fn errors(got: &[f32], exact: &[f32]) -> (f32, f32) {
         .map(|(a, b)| (a - b).abs())
         .sum::<f32>()
         / got.len() as f32;
-    (max_abs_diff(got, exact), mean)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    (max_diff(got, exact), mean)
 }
 
 #[test]
@@ -97,7 +90,7 @@ fn bf16_resident_logits_are_the_rounded_weights_logits() {
     widened.for_each_linear("", &mut |_, linear| linear.cast_weight(FloatDType::F32));
     // Half the bytes of every linear weight.
     assert!(memory::resident_bytes(&bf16) < memory::resident_bytes(&widened));
-    let diff = max_abs_diff(&logits(&bf16), &logits(&widened));
+    let diff = max_diff(&logits(&bf16), &logits(&widened));
     assert!(diff <= 1e-5, "mixed product vs widened weights: {diff}");
 }
 
